@@ -1,0 +1,134 @@
+"""Options of a daskrec build, with the defaults of the reference recipe (SPEC).
+
+This module is the only place where defaults live; the CLI reads them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import ConfigError
+
+__all__ = ["IngestConfig", "IndicatorConfig", "ClusterConfig", "BuildConfig", "ALL_EVENTS"]
+
+ALL_EVENTS = "all"
+"""Value of ``--event`` that keeps every event type."""
+
+OnBadRows = Literal["error", "skip"]
+LLRTable = Literal["cooccurrence", "users"]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How the events log is read and cut down to the rows that count."""
+
+    event_types: tuple[str, ...] | None = ("transaction",)
+    """Event types that make up the primary matrix; ``None`` keeps every type."""
+
+    recent: int = 50
+    """Rows kept per visitor: the most recent by timestamp, later input rows winning ties."""
+
+    on_bad_rows: OnBadRows = "error"
+    """``error`` stops at the first malformed row; ``skip`` drops such rows and counts them."""
+
+    blocksize: int = 64 * 2**20
+    """Bytes of CSV per partition (Parquet is partitioned by row group)."""
+
+    def __post_init__(self) -> None:
+        if self.event_types is not None:
+            if not self.event_types or any(not t for t in self.event_types):
+                raise ConfigError("event_types: give at least one non-empty event type, or None for all.")
+            if ALL_EVENTS in self.event_types:
+                raise ConfigError(f"event_types: {ALL_EVENTS!r} cannot be mixed with other types; use None.")
+        if self.recent < 1:
+            raise ConfigError(f"recent: must be at least 1, got {self.recent}.")
+        if self.on_bad_rows not in ("error", "skip"):
+            raise ConfigError(f"on_bad_rows: must be 'error' or 'skip', got {self.on_bad_rows!r}.")
+        if self.blocksize < 1024:
+            raise ConfigError(f"blocksize: must be at least 1024 bytes, got {self.blocksize}.")
+
+
+@dataclass(frozen=True)
+class IndicatorConfig:
+    """How co-occurrences are scored and cut to each item's indicators."""
+
+    top_k: int = 50
+    """Indicators kept per item at most, best first."""
+
+    min_llr: float = 5.0
+    """Smallest root-LLR score an indicator may have; a score of exactly 0 is never kept."""
+
+    llr_table: LLRTable = "cooccurrence"
+    """``cooccurrence``: the SPEC's 2x2 table from co-occurrence sums (default).
+    ``users``: Apache Mahout's table from user counts on binarised occurrences."""
+
+    max_per_user: int | None = None
+    """``users`` table only: downsample each user's row to about this many items (Mahout uses 500)."""
+
+    max_per_item: int | None = None
+    """``users`` table only: downsample each item's column to about this many users (Mahout uses 500)."""
+
+    seed: int = 0
+    """Seed of the downsampling draws; the same seed gives the same indicators."""
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"top_k: must be at least 1, got {self.top_k}.")
+        if not self.min_llr >= 0.0:
+            raise ConfigError(
+                f"min_llr: must be 0 or more, got {self.min_llr}; negative root-LLR means negative association."
+            )
+        if self.llr_table not in ("cooccurrence", "users"):
+            raise ConfigError(f"llr_table: must be 'cooccurrence' or 'users', got {self.llr_table!r}.")
+        for name in ("max_per_user", "max_per_item"):
+            limit = getattr(self, name)
+            if limit is None:
+                continue
+            if self.llr_table != "users":
+                raise ConfigError(f"{name}: downsampling applies to llr_table='users' only.")
+            if limit < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {limit}.")
+
+    @property
+    def downsamples(self) -> bool:
+        """Whether occurrences are downsampled before counting."""
+        return self.max_per_user is not None or self.max_per_item is not None
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the Dask work runs."""
+
+    scheduler: str | None = None
+    """Address of an existing scheduler (``tcp://host:8786``); ``None`` starts a LocalCluster."""
+
+    workers: int | None = None
+    """LocalCluster worker processes; ``None`` means one worker using every core."""
+
+    threads: int | None = None
+    """Threads per LocalCluster worker; ``None`` shares the machine's cores among the workers."""
+
+    memory_limit: str | None = None
+    """Memory limit per LocalCluster worker (``"4GiB"``); ``None`` lets Dask choose."""
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {value}.")
+        if self.scheduler is not None and any(
+            v is not None for v in (self.workers, self.threads, self.memory_limit)
+        ):
+            raise ConfigError("workers/threads/memory_limit: these size a LocalCluster; drop them with scheduler.")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that decides the indicators of a build."""
+
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    """Reading and selecting events."""
+
+    indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
+    """Scoring and selecting indicators."""

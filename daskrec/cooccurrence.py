@@ -1,0 +1,192 @@
+"""Occurrence matrices and what the co-occurrence scoring needs from them (pure functions).
+
+``occ[u, i]`` counts the kept rows of user ``u`` on item ``i``. The co-occurrence matrix
+``cooc = occᵀ·occ`` with its diagonal zeroed is never built whole: :mod:`daskrec.indicators`
+computes it one block of item rows at a time. What the 2x2 tables need besides a co-occurrence
+count are marginals, and those come straight from the occurrences:
+
+* ``cooccurrence`` table (the SPEC): ``row_sum[i] = Σ_{j≠i} cooc[i, j] = Σ_u occ[u,i]·(R_u − occ[u,i])``
+  with ``R_u = Σ_j occ[u, j]``; the matrix is symmetric so ``column_sum = row_sum``, and
+  ``total = Σ_i row_sum[i]``.
+* ``users`` table (Apache Mahout): occurrences are binarised (and optionally downsampled);
+  ``row_sum[i] = column_sum[i]`` = users who have item ``i``; ``total`` = all users.
+
+Counts are int64 throughout: an int8 or int16 occurrence matrix wraps silently in sparse products.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["Occurrences", "Marginals", "occurrence_block", "stack_blocks", "marginals", "downsample", "item_blocks"]
+
+COUNT_DTYPE = np.int64
+"""Type of occurrence and co-occurrence counts."""
+
+
+@dataclass(frozen=True)
+class Occurrences:
+    """The user x item occurrence matrix in both compressed layouts.
+
+    ``by_user`` (CSR) gives a user's items; ``by_item`` (CSC) gives an item's users.
+    """
+
+    by_user: sp.csr_array
+    by_item: sp.csc_array
+
+    @property
+    def n_users(self) -> int:
+        """Number of users (rows)."""
+        return int(self.by_user.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        """Number of items (columns)."""
+        return int(self.by_user.shape[1])
+
+
+@dataclass(frozen=True)
+class Marginals:
+    """Marginal counts of the 2x2 tables: ``k12 = row_sum[i] − k11``, ``k21 = column_sum[j] − k11``,
+    ``k22 = total − k11 − k12 − k21``."""
+
+    row_sum: np.ndarray
+    column_sum: np.ndarray
+    total: int
+
+
+def occurrence_block(user: np.ndarray, item_code: np.ndarray, n_users: int, n_items: int) -> sp.csr_array:
+    """Count rows per (user, item) into a ``n_users x n_items`` CSR block with int64 counts.
+
+    Examples
+    --------
+    >>> occurrence_block(np.array([0, 0, 1]), np.array([2, 2, 0]), 2, 3).toarray()
+    array([[0, 0, 2],
+           [1, 0, 0]])
+    """
+    ones = np.ones(len(user), dtype=COUNT_DTYPE)
+    block = sp.csr_array((ones, (user, item_code)), shape=(n_users, n_items))
+    block.sum_duplicates()
+    block.data = block.data.astype(COUNT_DTYPE, copy=False)
+    return block
+
+
+def stack_blocks(blocks: list[sp.csr_array]) -> Occurrences:
+    """Stack user blocks (disjoint users, the same item columns) into one occurrence matrix,
+    in both layouts."""
+    nonempty = [b for b in blocks if b.shape[0]]
+    by_user = (
+        sp.csr_array(sp.vstack(nonempty, format="csr"))
+        if nonempty
+        else sp.csr_array((0, blocks[0].shape[1]), dtype=COUNT_DTYPE)
+    )
+    by_user.data = by_user.data.astype(COUNT_DTYPE, copy=False)
+    by_item = sp.csc_array(by_user)
+    by_item.sort_indices()
+    by_user.sort_indices()
+    return Occurrences(by_user=by_user, by_item=by_item)
+
+
+def binarise(block: sp.csr_array) -> sp.csr_array:
+    """The block with every stored count set to 1."""
+    ones = block.copy()
+    ones.data = np.ones_like(ones.data)
+    return ones
+
+
+def marginals(occurrences: Occurrences, llr_table: str) -> Marginals:
+    """Marginals of the 2x2 tables for every item (see the module docstring).
+
+    Parameters
+    ----------
+    occurrences
+        Counts for ``cooccurrence``; binarised (and downsampled) occurrences for ``users``.
+    llr_table
+        ``cooccurrence`` or ``users``.
+    """
+    by_item = occurrences.by_item
+    if llr_table == "users":
+        users_per_item = np.diff(by_item.indptr).astype(COUNT_DTYPE)
+        return Marginals(row_sum=users_per_item, column_sum=users_per_item, total=occurrences.n_users)
+    user_total = segment_sums(occurrences.by_user.data, occurrences.by_user.indptr)
+    off_diagonal = by_item.data * (user_total[by_item.indices] - by_item.data)
+    row_sum = segment_sums(off_diagonal, by_item.indptr)
+    return Marginals(row_sum=row_sum, column_sum=row_sum, total=int(row_sum.sum()))
+
+
+def segment_sums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """Exact int64 sums of ``values[indptr[k]:indptr[k+1]]`` for every k (empty segments give 0)."""
+    cumulative = np.r_[0, np.cumsum(values, dtype=COUNT_DTYPE)]
+    return cumulative[indptr[1:]] - cumulative[indptr[:-1]]
+
+
+def uniform_draws(user_key: np.ndarray, item_code: np.ndarray, seed: int) -> np.ndarray:
+    """Uniform [0, 1) numbers, one per (user, item), from a counter-based hash (splitmix64).
+
+    A draw depends only on the seed, the user's key and the item's code, so downsampling gives
+    the same matrix however the work is partitioned.
+    """
+    with np.errstate(over="ignore"):
+        x = (
+            user_key.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            ^ item_code.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+            ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+        )
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def user_keys(visitor_ids: pd.Series) -> np.ndarray:
+    """A stable 64-bit key per visitor id, the same in every process and partitioning."""
+    return pd.util.hash_pandas_object(visitor_ids, index=False).to_numpy()
+
+
+def downsample(
+    block: sp.csr_array,
+    block_user_keys: np.ndarray,
+    users_per_item: np.ndarray,
+    max_per_user: int | None,
+    max_per_item: int | None,
+    seed: int,
+) -> sp.csr_array:
+    """Mahout's ``sampleDownAndBinarize`` on a block of binarised occurrences.
+
+    Entry ``(u, i)`` is kept when its draw (:func:`uniform_draws`) is at most
+    ``min(min(1, max_per_user / n_u), min(1, max_per_item / n_i))``, with ``n_u`` the user's
+    items and ``n_i`` the item's users (over all users).
+    """
+    items_per_user = np.diff(block.indptr)
+    user_of_entry = np.repeat(np.arange(block.shape[0]), items_per_user)
+    rate = np.ones(block.nnz)
+    if max_per_user is not None:
+        rate = np.minimum(rate, max_per_user / items_per_user[user_of_entry])
+    if max_per_item is not None:
+        rate = np.minimum(rate, max_per_item / users_per_item[block.indices])
+    keep = uniform_draws(block_user_keys[user_of_entry], block.indices, seed) <= rate
+    kept = sp.csr_array((block.data[keep], (user_of_entry[keep], block.indices[keep])), shape=block.shape)
+    kept.data = kept.data.astype(COUNT_DTYPE, copy=False)
+    return kept
+
+
+def item_blocks(occurrences: Occurrences, n_blocks: int) -> list[tuple[int, int]]:
+    """Split the items into at most ``n_blocks`` contiguous ranges of about equal work.
+
+    The work of item ``i`` is ``Σ_{u has i} |items of u|``: the multiply-adds that its row of
+    the co-occurrence matrix costs. Equal-count ranges would not do: popular items cost far more.
+    """
+    if occurrences.n_items == 0:
+        return []
+    items_per_user = np.diff(occurrences.by_user.indptr).astype(np.float64)
+    by_item = occurrences.by_item
+    item_of_entry = np.repeat(np.arange(occurrences.n_items), np.diff(by_item.indptr))
+    work = np.bincount(item_of_entry, weights=items_per_user[by_item.indices], minlength=occurrences.n_items)
+    cumulative = np.cumsum(work + 1.0)  # +1: every row has a fixed cost too
+    targets = cumulative[-1] * np.arange(1, n_blocks) / n_blocks
+    cuts = np.unique(np.r_[0, np.searchsorted(cumulative, targets, side="right"), occurrences.n_items])
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]

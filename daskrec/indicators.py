@@ -1,0 +1,194 @@
+"""Each item's indicators: co-occurrence row → root-LLR scores → top k, fused in one kernel.
+
+For a block of item rows ``[start, stop)`` the kernel computes row ``i`` of ``cooc = occᵀ·occ``
+as a sparse accumulation over the users who have item ``i`` (diagonal skipped), scores each
+nonzero with :func:`daskrec.llr.root_llr_scalar`, and keeps the best ``top_k`` in a bounded heap.
+Nothing dense of size items x items, and no sort of a whole row, is ever made; the scratch space
+is one int64 vector of length ``n_items`` per task.
+
+Ranking: score descending; equal scores rank the smaller item code first. Item codes follow the
+sorted order of the original ids, so ties go to the smaller item id (numeric for integer ids,
+lexicographic for string ids), whatever the partitioning. A score of exactly 0 (and anything
+below ``min_score``) is never an indicator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .cooccurrence import Marginals, Occurrences
+from .llr import root_llr_scalar
+
+__all__ = ["IndicatorBlock", "indicator_block"]
+
+
+@dataclass(frozen=True)
+class IndicatorBlock:
+    """The indicators of item rows ``[start, stop)``, as a ragged array."""
+
+    start: int
+    stop: int
+    counts: np.ndarray
+    """Indicators per row (int64, length ``stop - start``)."""
+    item_codes: np.ndarray
+    """All rows' indicator item codes, best first within a row (int64)."""
+    scores: np.ndarray
+    """Their root-LLR scores (float64)."""
+    cooccurrence_nonzeros: int
+    """Off-diagonal nonzeros of these co-occurrence rows."""
+
+
+def indicator_block(
+    occurrences: Occurrences, margins: Marginals, start: int, stop: int, top_k: int, min_score: float
+) -> IndicatorBlock:
+    """Indicators of the items with codes in ``[start, stop)``.
+
+    Parameters
+    ----------
+    occurrences
+        The occurrence matrix (counts, or binarised for the users table).
+    margins
+        The 2x2 tables' marginals for every item.
+    start, stop
+        Item code range of this block.
+    top_k
+        Indicators kept per item at most.
+    min_score
+        Smallest root-LLR kept (scores of exactly 0 never are).
+
+    Returns
+    -------
+    IndicatorBlock
+    """
+    by_user, by_item = occurrences.by_user, occurrences.by_item
+    counts, item_codes, scores, nonzeros = _indicator_rows(
+        by_user.indptr.astype(np.int64, copy=False),
+        by_user.indices.astype(np.int64, copy=False),
+        by_user.data,
+        by_item.indptr.astype(np.int64, copy=False),
+        by_item.indices.astype(np.int64, copy=False),
+        by_item.data,
+        margins.row_sum,
+        margins.column_sum,
+        np.int64(margins.total),
+        start,
+        stop,
+        top_k,
+        float(min_score),
+    )
+    keep = np.arange(top_k)[None, :] < counts[:, None]
+    return IndicatorBlock(
+        start=start,
+        stop=stop,
+        counts=counts,
+        item_codes=item_codes.reshape(-1, top_k)[keep],
+        scores=scores.reshape(-1, top_k)[keep],
+        cooccurrence_nonzeros=int(nonzeros),
+    )
+
+
+_jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+
+
+@_jit
+def _worse(score_a: float, item_a: int, score_b: float, item_b: int) -> bool:
+    """Whether candidate a ranks below candidate b (lower score; equal score, larger code)."""
+    return score_a < score_b or (score_a == score_b and item_a > item_b)
+
+
+@_jit
+def _sift_down(heap_score: np.ndarray, heap_item: np.ndarray, size: int, node: int) -> None:
+    """Restore the heap (worst candidate at the root) below ``node``."""
+    while True:
+        worst = node
+        for child in (2 * node + 1, 2 * node + 2):
+            if child < size and _worse(heap_score[child], heap_item[child], heap_score[worst], heap_item[worst]):
+                worst = child
+        if worst == node:
+            return
+        heap_score[node], heap_score[worst] = heap_score[worst], heap_score[node]
+        heap_item[node], heap_item[worst] = heap_item[worst], heap_item[node]
+        node = worst
+
+
+@_jit
+def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
+    user_indptr: np.ndarray,
+    user_items: np.ndarray,
+    user_counts: np.ndarray,
+    item_indptr: np.ndarray,
+    item_users: np.ndarray,
+    item_counts: np.ndarray,
+    row_sum: np.ndarray,
+    column_sum: np.ndarray,
+    total: np.int64,
+    start: int,
+    stop: int,
+    top_k: int,
+    min_score: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    n_items = len(item_indptr) - 1
+    cooc_row = np.zeros(n_items, dtype=np.int64)
+    touched = np.empty(n_items, dtype=np.int64)
+    counts = np.zeros(stop - start, dtype=np.int64)
+    out_items = np.empty((stop - start) * top_k, dtype=np.int64)
+    out_scores = np.empty((stop - start) * top_k, dtype=np.float64)
+    heap_score = np.empty(top_k, dtype=np.float64)
+    heap_item = np.empty(top_k, dtype=np.int64)
+    nonzeros = 0
+    for i in range(start, stop):
+        # Row i of occᵀ·occ, diagonal skipped: Σ over users u of item i of occ[u, i]·occ[u, :].
+        n_touched = 0
+        for p in range(item_indptr[i], item_indptr[i + 1]):
+            user = item_users[p]
+            weight = item_counts[p]
+            for q in range(user_indptr[user], user_indptr[user + 1]):
+                j = user_items[q]
+                if j == i:
+                    continue
+                if cooc_row[j] == 0:
+                    touched[n_touched] = j
+                    n_touched += 1
+                cooc_row[j] += weight * user_counts[q]
+        nonzeros += n_touched
+        # Score every nonzero and keep the best top_k in a heap whose root is the worst kept.
+        size = 0
+        for t in range(n_touched):
+            j = touched[t]
+            k11 = cooc_row[j]
+            cooc_row[j] = 0
+            k12 = row_sum[i] - k11
+            k21 = column_sum[j] - k11
+            k22 = total - k11 - k12 - k21
+            score = root_llr_scalar(float(k11), float(k12), float(k21), float(k22))
+            if not (score > 0.0 and score >= min_score):
+                continue
+            if size < top_k:
+                node = size
+                heap_score[node] = score
+                heap_item[node] = j
+                size += 1
+                while node > 0:
+                    parent = (node - 1) // 2
+                    if not _worse(heap_score[node], heap_item[node], heap_score[parent], heap_item[parent]):
+                        break
+                    heap_score[node], heap_score[parent] = heap_score[parent], heap_score[node]
+                    heap_item[node], heap_item[parent] = heap_item[parent], heap_item[node]
+                    node = parent
+            elif _worse(heap_score[0], heap_item[0], score, j):
+                heap_score[0] = score
+                heap_item[0] = j
+                _sift_down(heap_score, heap_item, size, 0)
+        # Pop the worst first into the last slot: the row comes out best first.
+        base = (i - start) * top_k
+        counts[i - start] = size
+        for slot in range(size - 1, -1, -1):
+            out_scores[base + slot] = heap_score[0]
+            out_items[base + slot] = heap_item[0]
+            heap_score[0] = heap_score[slot]
+            heap_item[0] = heap_item[slot]
+            _sift_down(heap_score, heap_item, slot, 0)
+    return counts, out_items, out_scores, nonzeros

@@ -1,0 +1,494 @@
+"""Read an events log into a Dask DataFrame and cut it to each visitor's recent rows.
+
+I/O lives in :func:`read_events` (and the per-partition reader it maps); everything else here
+maps frames to frames.
+
+The frame that :func:`read_events` yields has one row per event of the selected types:
+
+``visitorid``, ``itemid``
+    Original ids: ``int64`` when every value of the column is a decimal integer, else strings
+    (so ``007`` and ``7`` are one id, as with :func:`pandas.read_csv`).
+``timestamp``
+    Epoch milliseconds, ``int64``.
+``position``
+    ``int64`` that orders rows as they stand in the input (files in the order given, then
+    rows), used to break timestamp ties: a later row counts as more recent.
+``bad_column``
+    ``int8``: 0 for a good row, else 1 + the index in :data:`REQUIRED_COLUMNS` of the first
+    malformed column (only with ``on_bad_rows="skip"``; with ``"error"`` reading stops instead).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from fsspec.utils import read_block
+
+from .config import IngestConfig
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["REQUIRED_COLUMNS", "IdKinds", "EventFile", "expand_inputs", "read_events", "keep_recent"]
+
+REQUIRED_COLUMNS = ("timestamp", "visitorid", "event", "itemid")
+"""Columns of the events layout that daskrec reads (``transactionid`` may be present)."""
+
+IdKind = Literal["int", "str"]
+_ROW_BITS = 32  # position = partition number << 32 | row within the partition
+_INT_PATTERN = r"^\s*[+-]?[0-9]{1,18}\s*$"
+
+
+@dataclass(frozen=True)
+class IdKinds:
+    """How the two id columns are typed."""
+
+    visitorid: IdKind = "int"
+    """``int`` (int64) or ``str``."""
+
+    itemid: IdKind = "int"
+    """``int`` (int64) or ``str``."""
+
+    def with_strings(self, column: str) -> IdKinds:
+        """The same kinds with ``column`` read as strings."""
+        return IdKinds(**{**self.__dict__, column: "str"})
+
+
+class StringIdsFound(Exception):
+    """A CSV id column read as integers holds text: the read is redone with string ids."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__(column)
+        self.column = column
+
+
+@dataclass(frozen=True)
+class EventFile:
+    """One input file: its fsspec URL, format, and (CSV) header."""
+
+    url: str
+    format: Literal["csv", "parquet"]
+    size: int
+    header: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One partition to read: a byte range of a CSV file or one Parquet row group."""
+
+    file: EventFile
+    number: int
+    offset: int
+    length: int
+    row_group: int | None = None
+    rows_before: int | None = None
+
+
+# --------------------------------------------------------------------------------------------- I/O
+
+
+def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[EventFile]:
+    """Resolve paths, globs and fsspec URLs to the event files they name, checking each header.
+
+    Parameters
+    ----------
+    inputs
+        Paths, glob patterns or fsspec URLs of CSV (``.csv``, optionally compressed is not
+        supported) or Parquet (``.parquet``/``.pq``) files, or folders of Parquet files.
+
+    Returns
+    -------
+    list of EventFile
+        In the order given; each glob's matches sorted by name.
+
+    Raises
+    ------
+    InputError
+        A path matches no file, a file is empty, or it lacks a required column.
+    """
+    if not inputs:
+        raise InputError("no input given; name at least one events file.")
+    files: list[EventFile] = []
+    for pattern in inputs:
+        fs, _, paths = fsspec.get_fs_token_paths(pattern)
+        expanded: list[str] = []
+        for path in sorted(paths):
+            if fs.isdir(path):
+                expanded += sorted(p for p in fs.find(path) if p.endswith((".parquet", ".pq")))
+            else:
+                expanded.append(path)
+        if not expanded:
+            raise InputError("no such file; check the path or glob.", path=pattern)
+        for path in expanded:
+            files.append(_describe_file(fs, path, fs.unstrip_protocol(path) if "://" in pattern else path))
+    return files
+
+
+def _describe_file(fs: fsspec.AbstractFileSystem, path: str, url: str) -> EventFile:
+    if not fs.exists(path):
+        raise InputError("no such file; check the path or glob.", path=url)
+    size = int(fs.size(path))
+    if size == 0:
+        raise InputError("the file is empty; give an events log with a header and rows.", path=url)
+    if path.endswith((".parquet", ".pq")):
+        with fs.open(path, "rb") as f:
+            try:
+                schema = pq.ParquetFile(f).schema_arrow
+            except (pa.ArrowInvalid, OSError) as err:
+                raise InputError(f"not a readable Parquet file ({err}).", path=url) from None
+        header = tuple(schema.names)
+        file_format: Literal["csv", "parquet"] = "parquet"
+    else:
+        with fs.open(path, "rb") as f:
+            first_line = f.readline().decode("utf-8", errors="replace").strip()
+        header = tuple(name.strip() for name in first_line.split(","))
+        if size <= len(first_line) + 2 and not _has_data_after_header(fs, path):
+            raise InputError("the file has a header but no rows; give an events log with rows.", path=url)
+        file_format = "csv"
+    for column in REQUIRED_COLUMNS:
+        if column not in header:
+            raise InputError(
+                f"missing column; the header has {list(header)}, and daskrec needs {list(REQUIRED_COLUMNS)}.",
+                path=url,
+                row=0 if file_format == "csv" else None,
+                column=column,
+            )
+    return EventFile(url=url, format=file_format, size=size, header=header)
+
+
+def _has_data_after_header(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    with fs.open(path, "rb") as f:
+        f.readline()
+        return bool(f.read().strip())
+
+
+def read_events(
+    files: list[EventFile], config: IngestConfig, id_kinds: IdKinds = IdKinds()
+) -> dd.DataFrame:
+    """A lazy Dask DataFrame of the events of the selected types, one partition per block.
+
+    CSV files are split into ``config.blocksize`` byte ranges, Parquet files into row groups;
+    the event filter is applied inside each partition's read (for Parquet, by the reader).
+
+    Parameters
+    ----------
+    files
+        From :func:`expand_inputs`.
+    config
+        Event types, bad-row policy and block size.
+    id_kinds
+        How to type the id columns of CSV files (Parquet files carry their own types).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Columns as described in the module docstring.
+
+    Raises
+    ------
+    InputError
+        At compute time: a malformed row (with ``on_bad_rows="error"``), naming file, row and column.
+    StringIdsFound
+        At compute time: a CSV id column holds text; read again with ``id_kinds.with_strings(column)``.
+    """
+    kinds = _id_kinds_of(files, id_kinds)
+    blocks = _plan_blocks(files, config.blocksize)
+    meta = _empty_frame(kinds)
+    return dd.from_map(
+        _read_block,
+        blocks,
+        event_types=config.event_types,
+        id_kinds=kinds,
+        skip_bad_rows=config.on_bad_rows == "skip",
+        meta=meta,
+        divisions=[None] * (len(blocks) + 1),
+        enforce_metadata=False,
+        label="read-events",
+    )
+
+
+def _id_kinds_of(files: list[EventFile], csv_kinds: IdKinds) -> IdKinds:
+    """Parquet files fix the id types by schema; all files must agree with each other."""
+    parquet = [f for f in files if f.format == "parquet"]
+    if not parquet:
+        return csv_kinds
+    kinds = {}
+    for column in ("visitorid", "itemid"):
+        seen: dict[str, str] = {}
+        for f in parquet:
+            with fsspec.open(f.url, "rb") as handle:
+                field_type = pq.ParquetFile(handle).schema_arrow.field(column).type
+            seen[f.url] = _parquet_id_kind(field_type, f.url, column)
+        distinct = set(seen.values())
+        kinds[column] = "str" if "str" in distinct else "int"
+        if len(distinct) > 1:
+            raise InputError(
+                "the column is text in some Parquet files and integer in others; write all with one type.",
+                path=next(url for url, k in seen.items() if k == "str"),
+                column=column,
+            )
+    if any(f.format == "csv" for f in files) and kinds != {"visitorid": "int", "itemid": "int"}:
+        return IdKinds(**kinds)  # CSV files follow the Parquet files' text ids
+    return IdKinds(**kinds) if kinds else csv_kinds
+
+
+def _parquet_id_kind(field_type: pa.DataType, url: str, column: str) -> IdKind:
+    if pa.types.is_dictionary(field_type):
+        field_type = field_type.value_type
+    if pa.types.is_integer(field_type):
+        return "int"
+    if pa.types.is_string(field_type) or pa.types.is_large_string(field_type):
+        return "str"
+    raise InputError(
+        f"ids must be integers or strings, not {field_type}; convert the column before building.",
+        path=url,
+        column=column,
+    )
+
+
+def _plan_blocks(files: list[EventFile], blocksize: int) -> list[_Block]:
+    blocks: list[_Block] = []
+    for f in files:
+        if f.format == "parquet":
+            with fsspec.open(f.url, "rb") as handle:
+                metadata = pq.ParquetFile(handle).metadata
+            rows_before = 0
+            for group in range(metadata.num_row_groups):
+                blocks.append(_Block(f, len(blocks), 0, 0, row_group=group, rows_before=rows_before))
+                rows_before += metadata.row_group(group).num_rows
+        else:
+            for offset in range(0, f.size, blocksize):
+                blocks.append(_Block(f, len(blocks), offset, min(blocksize, f.size - offset)))
+    return blocks
+
+
+def _read_block(
+    block: _Block, event_types: tuple[str, ...] | None, id_kinds: IdKinds, skip_bad_rows: bool
+) -> pd.DataFrame:
+    """Read one partition: parse, filter to the selected events, validate."""
+    if block.file.format == "parquet":
+        table = _read_parquet_group(block, event_types)
+    else:
+        with fsspec.open(block.file.url, "rb") as handle:
+            data = read_block(handle, block.offset, block.length, delimiter=b"\n")
+        if block.offset == 0:
+            data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+        table = _parse_csv(data, block.file.header, id_kinds)
+    checked = _check_rows(table, event_types, id_kinds)
+    if not skip_bad_rows:
+        first_bad = np.flatnonzero((checked.bad_column > 0) & checked.keep)
+        if first_bad.size:
+            _raise_bad_row(block, table, checked, int(first_bad[0]), event_types, id_kinds)
+    keep = checked.keep
+    positions = (np.int64(block.number) << _ROW_BITS) + np.flatnonzero(keep)
+    return pd.DataFrame(
+        {
+            "visitorid": _take(checked.values["visitorid"], keep),
+            "itemid": _take(checked.values["itemid"], keep),
+            "timestamp": _take(checked.values["timestamp"], keep),
+            "position": positions.astype(np.int64),
+            "bad_column": checked.bad_column[keep],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _CheckedRows:
+    """Typed columns of a parsed block, which rows to keep, and which are malformed."""
+
+    values: dict[str, np.ndarray | pd.Series]
+    keep: np.ndarray
+    bad_column: np.ndarray
+
+
+def _check_rows(table: pa.Table, event_types: tuple[str, ...] | None, id_kinds: IdKinds) -> _CheckedRows:
+    """Type the columns, select the events, and flag malformed rows (first bad column wins)."""
+    event = table.column("event").cast(pa.string())
+    missing_event = np.asarray(event.is_null(), dtype=bool)
+    if event_types is None:
+        selected = np.ones(len(table), dtype=bool)
+    else:
+        selected = np.asarray(pc.fill_null(pc.is_in(event, pa.array(event_types)), False), dtype=bool)
+    malformed = {"event": missing_event}
+    values: dict[str, np.ndarray | pd.Series] = {}
+    for name in ("timestamp", "visitorid", "itemid"):
+        values[name], malformed[name] = _typed_column(table.column(name), name, id_kinds)
+    bad_column = np.zeros(len(table), dtype=np.int8)
+    for code in range(len(REQUIRED_COLUMNS), 0, -1):
+        bad_column[malformed[REQUIRED_COLUMNS[code - 1]]] = code
+    # A row with no event type is malformed whatever was selected: nobody can tell what it was.
+    return _CheckedRows(values=values, keep=selected | missing_event, bad_column=bad_column)
+
+
+def _raise_bad_row(
+    block: _Block,
+    table: pa.Table,
+    checked: _CheckedRows,
+    local: int,
+    event_types: tuple[str, ...] | None,
+    id_kinds: IdKinds,
+) -> None:
+    """Raise :class:`InputError` for the block's first malformed row, with its row number in the file."""
+    if block.file.format == "csv":
+        row = _rows_before(block) + local + 1
+    else:
+        # The reader filtered rows away: find the row again in the whole row group.
+        fs, path = fsspec.core.url_to_fs(block.file.url)
+        with fs.open(path, "rb") as handle:
+            table = pq.ParquetFile(handle).read_row_group(block.row_group or 0, columns=list(REQUIRED_COLUMNS))
+        checked = _check_rows(table, event_types, id_kinds)
+        local = int(np.flatnonzero((checked.bad_column > 0) & checked.keep)[0])
+        row = (block.rows_before or 0) + local + 1
+    column = REQUIRED_COLUMNS[checked.bad_column[local] - 1]
+    raw = table.column(column)[local].as_py()
+    problem = "missing value" if raw is None else "not an integer"
+    raise InputError(
+        f"{problem}; fix the row or pass --on-bad-rows skip.", path=block.file.url, row=row, column=column, value=raw
+    )
+
+
+def _rows_before(block: _Block) -> int:
+    """Data rows of the block's file before the block (only computed to report a bad row)."""
+    if block.offset == 0:
+        return 0
+    with fsspec.open(block.file.url, "rb") as handle:
+        prefix = read_block(handle, 0, block.offset, delimiter=b"\n")
+    newlines = prefix.count(b"\n")
+    return newlines - 1  # the header line
+
+
+def _parse_csv(data: bytes, header: tuple[str, ...], id_kinds: IdKinds) -> pa.Table:
+    """Typed parse; on a conversion error, a text parse that :func:`_validate` checks row by row."""
+    read_options = pacsv.ReadOptions(column_names=list(header), use_threads=False)
+    id_type = {"int": pa.int64(), "str": pa.string()}
+    typed = {
+        "timestamp": pa.int64(),
+        "event": pa.string(),
+        "visitorid": id_type[id_kinds.visitorid],
+        "itemid": id_type[id_kinds.itemid],
+    }
+    convert = dict(include_columns=list(REQUIRED_COLUMNS), strings_can_be_null=True)
+    try:
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=read_options,
+            convert_options=pacsv.ConvertOptions(column_types=typed, **convert),  # type: ignore[arg-type]
+        )
+    except pa.ArrowInvalid:
+        text = {name: pa.string() for name in REQUIRED_COLUMNS}
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=read_options,
+            convert_options=pacsv.ConvertOptions(column_types=text, **convert),  # type: ignore[arg-type]
+        )
+
+
+def _read_parquet_group(block: _Block, event_types: tuple[str, ...] | None) -> pa.Table:
+    """One row group, with the event filter pushed into the reader (row-group statistics and
+    dictionary pages let it skip what does not match)."""
+    fs, path = fsspec.core.url_to_fs(block.file.url)
+    fragment = next(iter(pads.dataset(path, filesystem=fs, format="parquet").get_fragments()))
+    group = fragment.subset(row_group_ids=[block.row_group])
+    if event_types is None:
+        return group.to_table(columns=list(REQUIRED_COLUMNS))
+    try:
+        table = group.to_table(columns=list(REQUIRED_COLUMNS), filter=pc.field("event").isin(list(event_types)))
+    except pa.ArrowNotImplementedError:
+        table = group.to_table(columns=list(REQUIRED_COLUMNS))
+    return table
+
+
+def _take(values: np.ndarray | pd.Series, keep: np.ndarray) -> np.ndarray | pd.Series:
+    if isinstance(values, pd.Series):
+        return values[keep].reset_index(drop=True)
+    return values[keep]
+
+
+def _typed_column(column: pa.ChunkedArray, name: str, id_kinds: IdKinds) -> tuple[np.ndarray | pd.Series, np.ndarray]:
+    """The column as int64 (timestamps, integer ids) or strings, and which of its rows are malformed."""
+    kind: str = "int" if name == "timestamp" else getattr(id_kinds, name)
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp("ms")).cast(pa.int64())
+    missing = np.asarray(column.is_null(), dtype=bool)
+    if kind == "str":
+        text = column.cast(pa.string())
+        filled = pc.fill_null(text, "")
+        return pd.Series(filled.to_numpy(zero_copy_only=False), dtype="str"), missing
+    if pa.types.is_integer(column.type):
+        return np.asarray(pc.fill_null(column.cast(pa.int64()), 0), dtype=np.int64), missing
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return np.zeros(len(column), dtype=np.int64), np.ones(len(column), dtype=bool)
+    well_formed = np.asarray(pc.fill_null(pc.match_substring_regex(column, _INT_PATTERN), False), dtype=bool)
+    if name != "timestamp" and not np.all(well_formed | missing):
+        raise StringIdsFound(name)
+    cleaned = pc.if_else(pa.array(well_formed), pc.utf8_trim_whitespace(column), pa.scalar("0"))
+    values = np.asarray(pc.cast(cleaned, pa.int64()), dtype=np.int64)
+    return values, ~well_formed
+
+
+def _empty_frame(id_kinds: IdKinds) -> pd.DataFrame:
+    id_dtype = {"int": np.int64, "str": "str"}
+    return pd.DataFrame(
+        {
+            "visitorid": pd.Series([], dtype=id_dtype[id_kinds.visitorid]),
+            "itemid": pd.Series([], dtype=id_dtype[id_kinds.itemid]),
+            "timestamp": pd.Series([], dtype=np.int64),
+            "position": pd.Series([], dtype=np.int64),
+            "bad_column": pd.Series([], dtype=np.int8),
+        }
+    )
+
+
+# ------------------------------------------------------------------------------ pure: recent rows
+
+
+def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
+    """Each visitor's ``recent`` most recent rows: latest timestamp first, later position winning ties.
+
+    Parameters
+    ----------
+    frame
+        Rows with ``visitorid``, ``itemid``, ``timestamp``, ``position`` holding *all* rows of
+        the visitors it contains (rows are routed by visitor before this is called).
+    recent
+        Rows kept per visitor.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user`` (visitor number within this frame, 0..users-1), ``visitorid`` and ``itemid``
+        of the kept rows, grouped by ``user``.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"visitorid": [7, 7, 7], "itemid": [1, 2, 3],
+    ...                       "timestamp": [5, 9, 5], "position": [0, 1, 2]})
+    >>> keep_recent(frame, 2)["itemid"].tolist()
+    [2, 3]
+    """
+    user, _ = pd.factorize(frame["visitorid"], sort=False)
+    order = np.lexsort(
+        (-frame["position"].to_numpy(), -frame["timestamp"].to_numpy(), user)
+    )  # last key is primary
+    user_sorted = user[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(user_sorted)) + 1] if len(order) else np.zeros(0, np.int64)
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    kept = order[rank < recent]
+    result = frame.iloc[kept][["visitorid", "itemid"]].reset_index(drop=True)
+    result.insert(0, "user", user_sorted[rank < recent].astype(np.int64))
+    return result
