@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -99,14 +100,14 @@ class _Block:
 # --------------------------------------------------------------------------------------------- I/O
 
 
-def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[EventFile]:
+def expand_inputs(inputs: Sequence[str | EventFile]) -> list[EventFile]:
     """Resolve paths, globs and fsspec URLs to the event files they name, checking each header.
 
     Parameters
     ----------
     inputs
-        Paths, glob patterns or fsspec URLs of CSV (``.csv``, optionally compressed is not
-        supported) or Parquet (``.parquet``/``.pq``) files, or folders of Parquet files.
+        Paths, glob patterns or fsspec URLs of CSV (uncompressed) or Parquet (``.parquet``,
+        ``.pq``) files, or folders of Parquet files. Already resolved files pass through.
 
     Returns
     -------
@@ -122,6 +123,9 @@ def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[EventFile]:
         raise InputError("no input given; name at least one events file.")
     files: list[EventFile] = []
     for pattern in inputs:
+        if isinstance(pattern, EventFile):
+            files.append(pattern)
+            continue
         fs, _, paths = fsspec.get_fs_token_paths(pattern)
         expanded: list[str] = []
         for path in sorted(paths):
@@ -153,7 +157,7 @@ def _describe_file(fs: fsspec.AbstractFileSystem, path: str, url: str) -> EventF
     else:
         with fs.open(path, "rb") as f:
             first_line = f.readline().decode("utf-8", errors="replace").strip()
-        header = tuple(name.strip() for name in first_line.split(","))
+        header = tuple(name.strip().strip('"') for name in first_line.split(","))
         if size <= len(first_line) + 2 and not _has_data_after_header(fs, path):
             raise InputError("the file has a header but no rows; give an events log with rows.", path=url)
         file_format = "csv"

@@ -11,6 +11,8 @@ the second, ``k21``: the second without the first, ``k22``: neither)::
     LLR  = 2 (rowH + colH - matH), or 0 when that is negative (round-off)
     rootLLR = sqrt(LLR), negated when k11 / (k11 + k12) < k21 / (k21 + k22)
 
+Counts are non-negative; a side whose denominator is 0 never negates (0/0 compares false).
+
 This is Mahout's ``org.apache.mahout.math.stats.LogLikelihood`` to the operation, so results agree
 with it to the last bit.
 
@@ -56,8 +58,10 @@ def llr_scalar(k11: float, k12: float, k21: float, k22: float) -> float:
 def root_llr_scalar(k11: float, k12: float, k21: float, k22: float) -> float:
     """Signed root LLR of one 2x2 table (see the module docstring)."""
     root = math.sqrt(llr_scalar(k11, k12, k21, k22))
-    # Division, not cross-multiplication, so that 0/0 (NaN) compares false exactly as in Mahout.
-    if k11 / (k11 + k12) < k21 / (k21 + k22):
+    # Mahout divides and lets 0/0 (NaN) compare false; for counts >= 0 a zero denominator means
+    # a 0/0 side, so it never negates. Dividing (not cross-multiplying) keeps Mahout's rounding.
+    first, second = k11 + k12, k21 + k22
+    if first > 0.0 and second > 0.0 and k11 / first < k21 / second:
         return -root
     return root
 

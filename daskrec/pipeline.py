@@ -27,7 +27,7 @@ from . import cooccurrence as co
 from .config import BuildConfig, IndicatorConfig
 from .errors import InputError
 from .indicators import IndicatorBlock, indicator_block
-from .ingest import REQUIRED_COLUMNS, IdKinds, StringIdsFound, expand_inputs, keep_recent, read_events
+from .ingest import REQUIRED_COLUMNS, EventFile, IdKinds, StringIdsFound, expand_inputs, keep_recent, read_events
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,14 @@ class BuildResult:
 
 
 def build_indicators(
-    inputs: Sequence[str], config: BuildConfig = BuildConfig(), *, show_progress: bool = False
+    inputs: Sequence[str | EventFile], config: BuildConfig = BuildConfig(), *, show_progress: bool = False
 ) -> BuildResult:
     """Compute every item's indicators from an events log, following the SPEC recipe.
 
     Parameters
     ----------
     inputs
-        CSV or Parquet paths, globs or fsspec URLs.
+        CSV or Parquet paths, globs or fsspec URLs (or files from :func:`~daskrec.ingest.expand_inputs`).
     config
         Event selection, recent rows, LLR table, top k and threshold.
     show_progress
@@ -123,7 +123,7 @@ def build_indicators(
 
 
 def _recent_rows(
-    files: list[Any], config: BuildConfig, id_kinds: IdKinds, show_progress: bool
+    files: list[EventFile], config: BuildConfig, id_kinds: IdKinds, show_progress: bool
 ) -> tuple[list[Delayed], dict[str, int]]:
     """Read, route rows to buckets by visitor, keep each visitor's recent rows; persisted."""
     parts = read_events(files, config.ingest, id_kinds).to_delayed()

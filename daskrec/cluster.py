@@ -1,0 +1,54 @@
+"""Connect to Dask: an existing scheduler, or a LocalCluster with its dashboard."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from distributed import Client
+
+from .config import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["connect"]
+
+
+def connect(
+    config: ClusterConfig = ClusterConfig(), *, dashboard_address: str = ":8787", worker_log_level: int = logging.WARNING
+) -> Client:
+    """A Dask client for the build, which also becomes the default scheduler.
+
+    Parameters
+    ----------
+    config
+        ``scheduler`` to join an existing cluster; otherwise the LocalCluster's size.
+    dashboard_address
+        Where a LocalCluster serves its dashboard (``":0"`` picks a free port).
+    worker_log_level
+        Level below which a LocalCluster's scheduler and workers stay silent (a failing task's
+        error reaches the caller anyway, as an exception).
+
+    Returns
+    -------
+    distributed.Client
+        Closing it (or leaving its ``with`` block) also stops a LocalCluster it started.
+
+    Examples
+    --------
+    >>> with connect(ClusterConfig(workers=1, threads=2)) as client:  # doctest: +SKIP
+    ...     print(client.dashboard_link)
+    """
+    if config.scheduler is not None:
+        client = Client(config.scheduler)
+    else:
+        workers = config.workers or 1
+        client = Client(
+            n_workers=workers,
+            threads_per_worker=config.threads or max(1, (os.cpu_count() or 1) // workers),
+            memory_limit=config.memory_limit or "auto",
+            dashboard_address=dashboard_address,
+            silence_logs=worker_log_level,
+        )
+    log.info("dask: dashboard at %s", client.dashboard_link)
+    return client

@@ -1,0 +1,72 @@
+"""Shared fixtures: a hand-computed events log, a seeded rng, the real datasets, and schedulers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_DATASETS = ("ml-100k", "ml-latest-small", "lastfm-hetrec2011")
+
+# Transactions: visitor 1 {10, 20}, 2 {10, 20, 30}, 3 {20, 30}, 4 {40, 40}; two views.
+# Co-occurrences (diagonal zeroed): (10,20) = 2, (10,30) = 1, (20,30) = 2; item 40 has none.
+# row_sum: 10 -> 3, 20 -> 4, 30 -> 3, 40 -> 0; total = 10.
+SIMPLE_EVENTS = pd.DataFrame(
+    {
+        "timestamp": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 11000, 12000],
+        "visitorid": [1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 1, 2],
+        "event": ["transaction"] * 7 + ["view"] + ["transaction"] * 2 + ["view", "view"],
+        "itemid": [10, 20, 10, 20, 30, 20, 30, 10, 40, 40, 30, 40],
+        "transactionid": [1, 2, 3, 4, 5, 6, 7, None, 8, 9, None, None],
+    }
+)
+SIMPLE_COOCCURRENCE = {(10, 20): 2, (10, 30): 1, (20, 30): 2}
+SIMPLE_ROW_SUM = {10: 3, 20: 4, 30: 3, 40: 0}
+SIMPLE_TOTAL = 10
+
+
+@pytest.fixture
+def simple_events_csv(tmp_path: Path) -> Path:
+    """The hand-computed log as a CSV file."""
+    path = tmp_path / "simple.csv"
+    SIMPLE_EVENTS.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator."""
+    return np.random.default_rng(20261129)
+
+
+@pytest.fixture(params=["sync", "threads", "distributed"])
+def scheduler(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test under each Dask scheduler; ``distributed`` is an in-process LocalCluster."""
+    if request.param == "distributed":
+        from distributed import Client
+
+        with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0"):
+            yield request.param
+    else:
+        with dask.config.set(scheduler=request.param):
+            yield request.param
+
+
+def real_dataset(name: str) -> Path:
+    """Path of a real dataset's events.csv in ../shared/data (never copied into the repository)."""
+    path = SHARED_DATA / name / "events.csv"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests read the real data from ../shared/data beside the checkout")
+    return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real datasets or starts processes as slow."""
+    for item in items:
+        if "real_data" in item.nodeid or "test_cli" in item.nodeid:
+            item.add_marker(pytest.mark.slow)

@@ -1,0 +1,102 @@
+"""Occurrence blocks, marginals, downsampling and item blocks against dense numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from daskrec import cooccurrence as co
+
+
+def random_occurrences(rng: np.random.Generator, n_users: int, n_items: int, n_rows: int) -> co.Occurrences:
+    user = rng.integers(0, n_users, n_rows)
+    item = rng.integers(0, n_items, n_rows)
+    return co.stack_blocks([co.occurrence_block(user, item, n_users, n_items)])
+
+
+def dense_cooccurrence(occurrences: co.Occurrences) -> np.ndarray:
+    dense = occurrences.by_user.toarray()
+    cooc = dense.T @ dense
+    np.fill_diagonal(cooc, 0)
+    return cooc
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (40, 25), (200, 60)])
+def test_cooccurrence_marginals_match_dense(rng: np.random.Generator, shape: tuple[int, int]) -> None:
+    occurrences = random_occurrences(rng, *shape, n_rows=shape[0] * 4)
+    cooc = dense_cooccurrence(occurrences)
+    margins = co.marginals(occurrences, "cooccurrence")
+    np.testing.assert_array_equal(margins.row_sum, cooc.sum(axis=1))
+    np.testing.assert_array_equal(margins.column_sum, cooc.sum(axis=0))
+    assert margins.total == cooc.sum()
+
+
+def test_users_marginals_count_users(rng: np.random.Generator) -> None:
+    occurrences = random_occurrences(rng, 30, 10, 200)
+    binary = co.stack_blocks([co.binarise(occurrences.by_user)])
+    margins = co.marginals(binary, "users")
+    np.testing.assert_array_equal(margins.row_sum, (occurrences.by_user.toarray() > 0).sum(axis=0))
+    assert margins.total == 30
+
+
+def test_counts_that_would_wrap_in_small_integer_types() -> None:
+    # One user with 300 rows on item 0 and 300 on item 1: cooc = 90,000, which int8 and int16
+    # (the tutorial's type) wrap silently; so would their marginals.
+    user = np.zeros(600, dtype=np.int64)
+    item = np.repeat([0, 1], 300)
+    block = co.occurrence_block(user, item, 1, 2)
+    assert block.dtype == np.int64
+    wrapped = sp.csr_array(block.astype(np.int8))
+    assert (wrapped.T @ wrapped).toarray()[0, 1] != 90_000  # what the tutorial's type does
+    occurrences = co.stack_blocks([block])
+    assert dense_cooccurrence(occurrences)[0, 1] == 90_000
+    margins = co.marginals(occurrences, "cooccurrence")
+    assert margins.row_sum.tolist() == [90_000, 90_000]
+    assert margins.total == 180_000
+
+
+def test_stacking_blocks_of_disjoint_users(rng: np.random.Generator) -> None:
+    whole = random_occurrences(rng, 20, 8, 80).by_user
+    blocks = [sp.csr_array(whole[0:7]), sp.csr_array(whole[7:7]), sp.csr_array(whole[7:20])]
+    stacked = co.stack_blocks(blocks)
+    np.testing.assert_array_equal(stacked.by_user.toarray(), whole.toarray())
+    np.testing.assert_array_equal(stacked.by_item.toarray(), whole.toarray())
+
+
+def test_downsampling_keeps_rates_and_is_reproducible(rng: np.random.Generator) -> None:
+    n_users, n_items = 2000, 50
+    dense = (rng.random((n_users, n_items)) < 0.5).astype(np.int64)
+    block = sp.csr_array(dense)
+    keys = co.user_keys(pd.Series(np.arange(n_users)))
+    users_per_item = dense.sum(axis=0)
+    sampled = co.downsample(block, keys, users_per_item, 10, None, seed=7)
+    per_user = np.diff(sampled.indptr)
+    assert abs(per_user.mean() - 10) < 0.5  # each row kept with rate 10/n_u
+    again = co.downsample(block, keys, users_per_item, 10, None, seed=7)
+    np.testing.assert_array_equal(sampled.toarray(), again.toarray())
+    other = co.downsample(block, keys, users_per_item, 10, None, seed=8)
+    assert (sampled.toarray() != other.toarray()).any()
+    by_item = co.downsample(block, keys, users_per_item, None, 100, seed=7)
+    assert abs(by_item.toarray().sum(axis=0).mean() - 100) < 10
+    # The same user (by id) gets the same draws in any block: split the users and compare.
+    halves = [co.downsample(sp.csr_array(dense[s]), keys[s], users_per_item, 10, None, 7) for s in
+              (slice(0, 700), slice(700, None))]
+    np.testing.assert_array_equal(sp.vstack(halves).toarray(), sampled.toarray())
+
+
+def test_uniform_draws_are_uniform() -> None:
+    draws = co.uniform_draws(np.arange(100_000, dtype=np.uint64), np.zeros(100_000, np.int64), seed=1)
+    assert 0.0 <= draws.min() and draws.max() < 1.0
+    counts, _ = np.histogram(draws, bins=10, range=(0, 1))
+    assert counts.min() > 9_500 and counts.max() < 10_500
+
+
+def test_item_blocks_cover_items_and_balance_work(rng: np.random.Generator) -> None:
+    occurrences = random_occurrences(rng, 500, 300, 5000)
+    blocks = co.item_blocks(occurrences, 8)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 300
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert 1 < len(blocks) <= 8
+    assert co.item_blocks(co.stack_blocks([sp.csr_array((0, 0), dtype=np.int64)]), 4) == []

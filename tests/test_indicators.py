@@ -1,0 +1,74 @@
+"""The fused kernel against a dense numpy reference: co-occurrence, LLR, top k and ties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daskrec import cooccurrence as co
+from daskrec.indicators import indicator_block
+from daskrec.llr import root_llr
+
+
+def dense_indicators(occurrences: co.Occurrences, margins: co.Marginals, top_k: int, min_score: float) -> list[list[tuple[int, float]]]:
+    dense = occurrences.by_user.toarray()
+    cooc = dense.T @ dense
+    np.fill_diagonal(cooc, 0)
+    rows = []
+    for i in range(cooc.shape[0]):
+        j = np.flatnonzero(cooc[i])
+        k11 = cooc[i, j].astype(float)
+        k12 = margins.row_sum[i] - k11
+        k21 = margins.column_sum[j] - k11
+        scores = root_llr(k11, k12, k21, margins.total - k11 - k12 - k21)
+        order = np.lexsort((j, -scores))  # score descending, then smaller code
+        rows.append([(int(j[o]), float(scores[o])) for o in order if scores[o] > 0 and scores[o] >= min_score][:top_k])
+    return rows
+
+
+@pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
+@pytest.mark.parametrize("trial", range(12))
+def test_matches_dense_reference(rng: np.random.Generator, llr_table: str, trial: int) -> None:
+    n_users, n_items = int(rng.integers(1, 60)), int(rng.integers(1, 40))
+    n_rows = int(rng.integers(0, 400))
+    occurrences = co.stack_blocks(
+        [co.occurrence_block(rng.integers(0, n_users, n_rows), rng.integers(0, n_items, n_rows), n_users, n_items)]
+    )
+    if llr_table == "users":
+        occurrences = co.stack_blocks([co.binarise(occurrences.by_user)])
+    margins = co.marginals(occurrences, llr_table)
+    top_k, min_score = int(rng.integers(1, 6)), float(rng.choice([0.0, 0.5, 2.0]))
+    expected = dense_indicators(occurrences, margins, top_k, min_score)
+    # Any split into blocks gives the same rows.
+    cuts = sorted({0, n_items, *rng.integers(0, n_items + 1, 3).tolist()})
+    got: list[list[tuple[int, float]]] = []
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        block = indicator_block(occurrences, margins, start, stop, top_k, min_score)
+        offsets = np.r_[0, np.cumsum(block.counts)]
+        got += [
+            list(zip(block.item_codes[a:b].tolist(), block.scores[a:b].tolist()))
+            for a, b in zip(offsets[:-1], offsets[1:])
+        ]
+    assert got == expected
+
+
+def test_ties_go_to_the_smaller_item_code() -> None:
+    # Item 0 co-occurs identically with items 1..5: equal scores; top 3 must be 1, 2, 3.
+    user = np.repeat(np.arange(5), 2)
+    item = np.ravel(np.column_stack([np.zeros(5, np.int64), np.arange(1, 6)]))
+    extra_users = np.arange(5, 25)
+    occurrences = co.stack_blocks(
+        [co.occurrence_block(np.r_[user, extra_users], np.r_[item, 6 + extra_users % 3], 25, 9)]
+    )
+    margins = co.marginals(occurrences, "cooccurrence")
+    block = indicator_block(occurrences, margins, 0, 1, top_k=3, min_score=0.0)
+    assert block.item_codes.tolist() == [1, 2, 3]
+    assert len(set(block.scores.tolist())) == 1
+
+
+def test_counts_nonzeros_and_skips_the_diagonal() -> None:
+    occurrences = co.stack_blocks([co.occurrence_block(np.array([0, 0, 0]), np.array([0, 0, 1]), 1, 3)])
+    margins = co.marginals(occurrences, "cooccurrence")
+    block = indicator_block(occurrences, margins, 0, 3, top_k=5, min_score=0.0)
+    assert block.cooccurrence_nonzeros == 2  # (0,1) and (1,0); never (0,0)
+    assert 0 not in block.item_codes[: block.counts[0]]

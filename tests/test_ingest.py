@@ -1,0 +1,187 @@
+"""Reading events: id types, recent rows, formats, and every kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from daskrec import BuildConfig, IngestConfig, InputError, build_indicators
+from daskrec.ingest import IdKinds, expand_inputs, keep_recent, read_events
+
+from conftest import SIMPLE_EVENTS
+
+
+@pytest.fixture(autouse=True)
+def _sync() -> object:
+    with dask.config.set(scheduler="sync"):
+        yield
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def many_rows(n: int, visitor: object = None) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "timestamp": np.arange(n) * 1000,
+            "visitorid": visitor if visitor is not None else np.arange(n) % 7,
+            "event": "transaction",
+            "itemid": np.arange(n) % 11,
+            "transactionid": np.arange(n),
+        }
+    )
+
+
+def test_keep_recent_latest_first_and_later_rows_win_ties() -> None:
+    frame = pd.DataFrame(
+        {"visitorid": [1, 1, 1, 1, 2], "itemid": [10, 20, 30, 40, 50],
+         "timestamp": [5, 7, 7, 1, 3], "position": [0, 1, 2, 3, 4]}
+    )
+    kept = keep_recent(frame, 2)
+    assert kept[kept.visitorid == 1].itemid.tolist() == [30, 20]
+    assert kept[kept.visitorid == 2].itemid.tolist() == [50]
+    assert sorted(kept.user.unique().tolist()) == [0, 1]
+
+
+def test_integer_and_string_ids(tmp_path: Path) -> None:
+    ints = write_csv(tmp_path / "ints.csv", "timestamp,visitorid,event,itemid,transactionid\n1,7,transaction,3,\n")
+    files = expand_inputs([str(ints)])
+    frame = read_events(files, IngestConfig()).compute()
+    assert frame.visitorid.dtype == np.int64 and frame.itemid.tolist() == [3]
+    text = write_csv(tmp_path / "text.csv", "timestamp,visitorid,event,itemid,transactionid\n1,u-1,transaction,item 3,\n")
+    result = build_indicators([str(text)])
+    assert result.table.column("item").to_pylist() == ["item 3"]
+
+
+def test_text_ids_after_integer_blocks_turn_the_column_to_strings(tmp_path: Path) -> None:
+    frame = many_rows(400)
+    frame["itemid"] = frame["itemid"].astype(str)
+    frame.loc[399, "itemid"] = "x-1"  # only the last block has text
+    path = tmp_path / "mixed.csv"
+    frame.to_csv(path, index=False)
+    result = build_indicators([str(path)], BuildConfig(ingest=IngestConfig(blocksize=1024)))
+    assert result.counts["partitions"] > 3
+    items = result.table.column("item").to_pylist()
+    assert "x-1" in items and "10" in items and all(isinstance(i, str) for i in items)
+
+
+def test_files_are_read_in_order_given_and_globs_sorted(tmp_path: Path) -> None:
+    for name in ("b.csv", "a.csv"):
+        many_rows(5).to_csv(tmp_path / name, index=False)
+    files = expand_inputs([str(tmp_path / "*.csv"), str(tmp_path / "a.csv")])
+    assert [Path(f.url).name for f in files] == ["a.csv", "b.csv", "a.csv"]
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "row", "value"),
+    [
+        ("timestamp,visitorid,event,itemid\n1,1,transaction,2\nsoon,1,transaction,3\n", "timestamp", 2, "soon"),
+        ("timestamp,visitorid,event,itemid\n1,1,transaction,2\n2,,transaction,3\n", "visitorid", 2, None),
+        ("timestamp,visitorid,event,itemid\n1,1,transaction,\n", "itemid", 1, None),
+        ("timestamp,visitorid,event,itemid\n1,1,transaction,2\n2,1,,3\n", "event", 2, None),
+    ],
+)
+def test_malformed_rows_name_file_row_and_column(
+    tmp_path: Path, text: str, column: str, row: int, value: object
+) -> None:
+    path = write_csv(tmp_path / "bad.csv", text)
+    with pytest.raises(InputError) as caught:
+        build_indicators([str(path)])
+    error = caught.value
+    assert (error.path, error.row, error.column, error.value) == (str(path), row, column, value)
+    assert str(path) in str(error) and f"row {row}" in str(error) and "--on-bad-rows skip" in str(error)
+
+
+def test_row_numbers_count_across_blocks(tmp_path: Path) -> None:
+    frame = many_rows(500).astype({"timestamp": str})
+    frame.loc[431, "timestamp"] = "12:00"
+    path = tmp_path / "late.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(InputError) as caught:
+        build_indicators([str(path)], BuildConfig(ingest=IngestConfig(blocksize=1024)))
+    assert (caught.value.row, caught.value.column, caught.value.value) == (432, "timestamp", "12:00")
+
+
+def test_skip_drops_and_counts_bad_rows(tmp_path: Path) -> None:
+    frame = many_rows(60).astype({"timestamp": str})
+    frame.loc[[3, 9], "timestamp"] = "never"
+    frame.loc[12, "visitorid"] = None
+    path = tmp_path / "some-bad.csv"
+    frame.to_csv(path, index=False)
+    result = build_indicators([str(path)], BuildConfig(ingest=IngestConfig(on_bad_rows="skip")))
+    assert result.counts["events_skipped"] == 3
+    assert result.counts["skipped_bad_timestamp"] == 2 and result.counts["skipped_bad_visitorid"] == 1
+    assert result.counts["events_kept"] == 57
+
+
+def test_bad_rows_of_other_event_types_do_not_stop_the_build(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "views.csv", "timestamp,visitorid,event,itemid\n1,1,transaction,2\nsoon,1,view,3\n"
+    )
+    assert build_indicators([str(path)]).counts["events_kept"] == 1
+
+
+def test_missing_column(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "nocol.csv", "timestamp,visitor,event,itemid\n1,1,transaction,2\n")
+    with pytest.raises(InputError, match="missing column") as caught:
+        build_indicators([str(path)])
+    assert caught.value.column == "visitorid" and caught.value.path == str(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [("", "empty"), ("timestamp,visitorid,event,itemid\n", "no rows")])
+def test_empty_files(tmp_path: Path, text: str, message: str) -> None:
+    path = write_csv(tmp_path / "empty.csv", text)
+    with pytest.raises(InputError, match=message):
+        build_indicators([str(path)])
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file") as caught:
+        build_indicators([str(tmp_path / "absent.csv")])
+    assert caught.value.path == str(tmp_path / "absent.csv")
+    with pytest.raises(InputError, match="no such file"):
+        build_indicators([str(tmp_path / "*.csv")])
+
+
+def test_no_rows_of_the_event_type(simple_events_csv: Path) -> None:
+    with pytest.raises(InputError, match="no rows of event type purchase") as caught:
+        build_indicators([str(simple_events_csv)], BuildConfig(ingest=IngestConfig(event_types=("purchase",))))
+    assert caught.value.column == "event"
+
+
+def test_parquet_with_pushdown_and_string_ids(tmp_path: Path) -> None:
+    frame = SIMPLE_EVENTS.assign(itemid=SIMPLE_EVENTS.itemid.map(lambda i: f"item-{i}"))
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=5)
+    files = expand_inputs([str(path)])
+    events = read_events(files, IngestConfig(), IdKinds()).compute()
+    assert len(events) == (SIMPLE_EVENTS.event == "transaction").sum()
+    assert events.itemid.iloc[0] == "item-10"
+    assert build_indicators([str(path)]).table.num_rows == 4
+
+
+def test_parquet_bad_row_is_located_in_the_file(tmp_path: Path) -> None:
+    frame = SIMPLE_EVENTS.copy()
+    frame["timestamp"] = frame["timestamp"].astype("Int64")
+    frame.loc[8, "timestamp"] = None  # data row 9, a transaction, in the second row group
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=5)
+    with pytest.raises(InputError) as caught:
+        build_indicators([str(path)])
+    assert (caught.value.row, caught.value.column) == (9, "timestamp")
+
+
+def test_parquet_float_ids_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "floats.parquet"
+    pq.write_table(pa.Table.from_pandas(SIMPLE_EVENTS.astype({"itemid": float}), preserve_index=False), path)
+    with pytest.raises(InputError, match="integers or strings") as caught:
+        build_indicators([str(path)])
+    assert caught.value.column == "itemid"

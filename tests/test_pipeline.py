@@ -1,0 +1,94 @@
+"""The whole build on the hand-computed log and on generated data, under every scheduler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from daskrec import BuildConfig, IndicatorConfig, IngestConfig, build_indicators, generate_events
+from daskrec.synth import SynthConfig
+from spec_port import spec_indicators, spec_root_llr
+
+from conftest import SIMPLE_COOCCURRENCE, SIMPLE_ROW_SUM, SIMPLE_TOTAL
+
+EVERYTHING = IndicatorConfig(top_k=50, min_llr=0.0)
+
+
+def as_dict(table: pa.Table) -> dict[object, list[tuple[object, float]]]:
+    return {row["item"]: list(zip(row["indicators"], row["scores"])) for row in table.to_pylist()}
+
+
+def test_hand_computed_log(simple_events_csv: Path, scheduler: str) -> None:
+    result = build_indicators([str(simple_events_csv)], BuildConfig(indicators=EVERYTHING))
+    got = as_dict(result.table)
+    assert list(got) == [10, 20, 30, 40]
+    expected: dict[object, list[tuple[object, float]]] = {}
+    for i in SIMPLE_ROW_SUM:
+        scored = []
+        for (a, b), v in SIMPLE_COOCCURRENCE.items():
+            if i in (a, b):
+                j = b if i == a else a
+                k12, k21 = SIMPLE_ROW_SUM[i] - v, SIMPLE_ROW_SUM[j] - v
+                scored.append((j, spec_root_llr(v, k12, k21, SIMPLE_TOTAL - v - k12 - k21)))
+        expected[i] = sorted((p for p in scored if p[1] > 0), key=lambda p: (-p[1], p[0]))
+    assert got.keys() == expected.keys()
+    for item, pairs in expected.items():
+        assert [j for j, _ in got[item]] == [j for j, _ in pairs]
+        np.testing.assert_allclose([s for _, s in got[item]], [s for _, s in pairs], rtol=1e-12)
+    assert got[40] == []
+    assert result.counts == result.counts | {
+        "events_read": 9, "events_kept": 9, "users": 4, "items": 4, "cooccurrence_nonzeros": 6,
+    }
+
+
+def test_threshold_and_top_k(simple_events_csv: Path) -> None:
+    some = build_indicators([str(simple_events_csv)], BuildConfig(indicators=IndicatorConfig(top_k=1, min_llr=0.0)))
+    assert all(len(v) <= 1 for v in as_dict(some.table).values())
+    none = build_indicators([str(simple_events_csv)], BuildConfig(indicators=IndicatorConfig(min_llr=50.0)))
+    assert all(v == [] for v in as_dict(none.table).values())
+    assert none.counts["items_with_indicators"] == 0
+
+
+@pytest.fixture(scope="module")
+def generated_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("generated") / "events.csv"
+    generate_events(str(path), SynthConfig(events=60_000, users=1_500, items=400, seed=5))
+    return path
+
+
+def config_for(blocksize: int, llr_table: str = "cooccurrence") -> BuildConfig:
+    return BuildConfig(
+        ingest=IngestConfig(event_types=None, recent=20, blocksize=blocksize),
+        indicators=IndicatorConfig(top_k=10, min_llr=2.0, llr_table=llr_table),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
+def test_same_output_for_any_scheduler_and_partitioning(generated_csv: Path, scheduler: str, llr_table: str) -> None:
+    one = build_indicators([str(generated_csv)], config_for(1 << 30, llr_table))
+    many = build_indicators([str(generated_csv)], config_for(200_000, llr_table))
+    assert many.counts["partitions"] > 5 and one.counts["partitions"] == 1
+    assert one.table.equals(many.table)
+    assert one.counts["items_with_indicators"] > 100
+    expected = spec_indicators(
+        str(generated_csv), event_types=None, recent=20, top_k=10, min_llr=2.0, llr_table=llr_table
+    )
+    got = as_dict(one.table)
+    assert [j for j, _ in got[next(iter(got))]] == [j for j, _ in expected[next(iter(got))]]
+    assert {k: [j for j, _ in v] for k, v in got.items()} == {k: [j for j, _ in v] for k, v in expected.items()}
+
+
+def test_string_ids_give_the_same_indicators(generated_csv: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.read_csv(generated_csv)
+    frame["itemid"] = frame["itemid"].map(lambda i: f"item {i:06d}")  # order-preserving, with a space
+    frame["visitorid"] = frame["visitorid"].map(lambda u: f"visitor-{u}")
+    text_path = tmp_path / "text-ids.csv"
+    frame.to_csv(text_path, index=False)
+    numeric = as_dict(build_indicators([str(generated_csv)], config_for(1 << 20)).table)
+    text = as_dict(build_indicators([str(text_path)], config_for(1 << 20)).table)
+    assert text == {f"item {k:06d}": [(f"item {j:06d}", s) for j, s in v] for k, v in numeric.items()}
