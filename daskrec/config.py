@@ -104,7 +104,7 @@ class ClusterConfig:
     """Address of an existing scheduler (``tcp://host:8786``); ``None`` starts a LocalCluster."""
 
     workers: int | None = None
-    """LocalCluster worker processes; ``None`` means one worker using every core."""
+    """LocalCluster worker processes; ``None`` means one in-process worker using every core."""
 
     threads: int | None = None
     """Threads per LocalCluster worker; ``None`` shares the machine's cores among the workers."""

@@ -120,8 +120,9 @@ def marginals(occurrences: Occurrences, llr_table: str) -> Marginals:
 
 def segment_sums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     """Exact int64 sums of ``values[indptr[k]:indptr[k+1]]`` for every k (empty segments give 0)."""
-    cumulative = np.r_[0, np.cumsum(values, dtype=COUNT_DTYPE)]
-    return cumulative[indptr[1:]] - cumulative[indptr[:-1]]
+    cumulative = np.concatenate([np.zeros(1, COUNT_DTYPE), np.cumsum(values, dtype=COUNT_DTYPE)])
+    sums: np.ndarray = cumulative[indptr[1:]] - cumulative[indptr[:-1]]
+    return sums
 
 
 def uniform_draws(user_key: np.ndarray, item_code: np.ndarray, seed: int) -> np.ndarray:
@@ -139,12 +140,14 @@ def uniform_draws(user_key: np.ndarray, item_code: np.ndarray, seed: int) -> np.
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+    draws: np.ndarray = (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+    return draws
 
 
 def user_keys(visitor_ids: pd.Series) -> np.ndarray:
     """A stable 64-bit key per visitor id, the same in every process and partitioning."""
-    return pd.util.hash_pandas_object(visitor_ids, index=False).to_numpy()
+    keys: np.ndarray = pd.util.hash_pandas_object(visitor_ids, index=False).to_numpy(dtype=np.uint64)
+    return keys
 
 
 def downsample(

@@ -2,7 +2,7 @@
 
 For a block of item rows ``[start, stop)`` the kernel computes row ``i`` of ``cooc = occᵀ·occ``
 as a sparse accumulation over the users who have item ``i`` (diagonal skipped), scores each
-nonzero with :func:`daskrec.llr.root_llr_scalar`, and keeps the best ``top_k`` in a bounded heap.
+nonzero with the root LLR (:mod:`daskrec.llr`, margins' logarithms computed once per item), and keeps the best ``top_k`` in a bounded heap.
 Nothing dense of size items x items, and no sort of a whole row, is ever made; the scratch space
 is one int64 vector of length ``n_items`` per task.
 
@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from .cooccurrence import Marginals, Occurrences
-from .llr import root_llr_scalar
+from .llr import llr_from_margins, signed_root, xlogx
 
 __all__ = ["IndicatorBlock", "indicator_block"]
 
@@ -138,8 +138,17 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
     out_scores = np.empty((stop - start) * top_k, dtype=np.float64)
     heap_score = np.empty(top_k, dtype=np.float64)
     heap_item = np.empty(top_k, dtype=np.int64)
+    # xLogX of the margins, once per item rather than once per co-occurrence (see llr_from_margins).
+    xlogx_total = xlogx(float(total))
+    xlogx_column = np.empty(n_items, dtype=np.float64)
+    xlogx_column_rest = np.empty(n_items, dtype=np.float64)
+    for j in range(n_items):
+        xlogx_column[j] = xlogx(float(column_sum[j]))
+        xlogx_column_rest[j] = xlogx(float(total - column_sum[j]))
     nonzeros = 0
     for i in range(start, stop):
+        xlogx_row = xlogx(float(row_sum[i]))
+        xlogx_row_rest = xlogx(float(total - row_sum[i]))
         # Row i of occᵀ·occ, diagonal skipped: Σ over users u of item i of occ[u, i]·occ[u, :].
         n_touched = 0
         for p in range(item_indptr[i], item_indptr[i + 1]):
@@ -163,7 +172,18 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
             k12 = row_sum[i] - k11
             k21 = column_sum[j] - k11
             k22 = total - k11 - k12 - k21
-            score = root_llr_scalar(float(k11), float(k12), float(k21), float(k22))
+            value = llr_from_margins(
+                float(k11),
+                float(k12),
+                float(k21),
+                float(k22),
+                xlogx_total,
+                xlogx_row,
+                xlogx_row_rest,
+                xlogx_column[j],
+                xlogx_column_rest[j],
+            )
+            score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
             if not (score > 0.0 and score >= min_score):
                 continue
             if size < top_k:

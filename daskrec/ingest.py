@@ -210,7 +210,7 @@ def read_events(
     kinds = _id_kinds_of(files, id_kinds)
     blocks = _plan_blocks(files, config.blocksize)
     meta = _empty_frame(kinds)
-    return dd.from_map(
+    frame: dd.DataFrame = dd.from_map(
         _read_block,
         blocks,
         event_types=config.event_types,
@@ -221,6 +221,7 @@ def read_events(
         enforce_metadata=False,
         label="read-events",
     )
+    return frame
 
 
 def _id_kinds_of(files: list[EventFile], csv_kinds: IdKinds) -> IdKinds:
@@ -228,9 +229,9 @@ def _id_kinds_of(files: list[EventFile], csv_kinds: IdKinds) -> IdKinds:
     parquet = [f for f in files if f.format == "parquet"]
     if not parquet:
         return csv_kinds
-    kinds = {}
+    kinds: dict[str, IdKind] = {}
     for column in ("visitorid", "itemid"):
-        seen: dict[str, str] = {}
+        seen: dict[str, IdKind] = {}
         for f in parquet:
             with fsspec.open(f.url, "rb") as handle:
                 field_type = pq.ParquetFile(handle).schema_arrow.field(column).type
@@ -370,7 +371,7 @@ def _rows_before(block: _Block) -> int:
     with fsspec.open(block.file.url, "rb") as handle:
         prefix = read_block(handle, 0, block.offset, delimiter=b"\n")
     newlines = prefix.count(b"\n")
-    return newlines - 1  # the header line
+    return int(newlines) - 1  # the header line
 
 
 def _parse_csv(data: bytes, header: tuple[str, ...], id_kinds: IdKinds) -> pa.Table:
@@ -388,14 +389,14 @@ def _parse_csv(data: bytes, header: tuple[str, ...], id_kinds: IdKinds) -> pa.Ta
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=read_options,
-            convert_options=pacsv.ConvertOptions(column_types=typed, **convert),  # type: ignore[arg-type]
+            convert_options=pacsv.ConvertOptions(column_types=typed, **convert),
         )
     except pa.ArrowInvalid:
         text = {name: pa.string() for name in REQUIRED_COLUMNS}
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=read_options,
-            convert_options=pacsv.ConvertOptions(column_types=text, **convert),  # type: ignore[arg-type]
+            convert_options=pacsv.ConvertOptions(column_types=text, **convert),
         )
 
 
@@ -407,17 +408,14 @@ def _read_parquet_group(block: _Block, event_types: tuple[str, ...] | None) -> p
     group = fragment.subset(row_group_ids=[block.row_group])
     if event_types is None:
         return group.to_table(columns=list(REQUIRED_COLUMNS))
-    try:
-        table = group.to_table(columns=list(REQUIRED_COLUMNS), filter=pc.field("event").isin(list(event_types)))
-    except pa.ArrowNotImplementedError:
-        table = group.to_table(columns=list(REQUIRED_COLUMNS))
-    return table
+    return group.to_table(columns=list(REQUIRED_COLUMNS), filter=pc.field("event").isin(list(event_types)))
 
 
 def _take(values: np.ndarray | pd.Series, keep: np.ndarray) -> np.ndarray | pd.Series:
     if isinstance(values, pd.Series):
         return values[keep].reset_index(drop=True)
-    return values[keep]
+    kept: np.ndarray = values[keep]
+    return kept
 
 
 def _typed_column(column: pa.ChunkedArray, name: str, id_kinds: IdKinds) -> tuple[np.ndarray | pd.Series, np.ndarray]:
@@ -434,7 +432,8 @@ def _typed_column(column: pa.ChunkedArray, name: str, id_kinds: IdKinds) -> tupl
         filled = pc.fill_null(text, "")
         return pd.Series(filled.to_numpy(zero_copy_only=False), dtype="str"), missing
     if pa.types.is_integer(column.type):
-        return np.asarray(pc.fill_null(column.cast(pa.int64()), 0), dtype=np.int64), missing
+        integers: np.ndarray = np.asarray(pc.fill_null(column.cast(pa.int64()), 0), dtype=np.int64)
+        return integers, missing
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return np.zeros(len(column), dtype=np.int64), np.ones(len(column), dtype=bool)
     well_formed = np.asarray(pc.fill_null(pc.match_substring_regex(column, _INT_PATTERN), False), dtype=bool)
@@ -446,16 +445,15 @@ def _typed_column(column: pa.ChunkedArray, name: str, id_kinds: IdKinds) -> tupl
 
 
 def _empty_frame(id_kinds: IdKinds) -> pd.DataFrame:
-    id_dtype = {"int": np.int64, "str": "str"}
-    return pd.DataFrame(
-        {
-            "visitorid": pd.Series([], dtype=id_dtype[id_kinds.visitorid]),
-            "itemid": pd.Series([], dtype=id_dtype[id_kinds.itemid]),
-            "timestamp": pd.Series([], dtype=np.int64),
-            "position": pd.Series([], dtype=np.int64),
-            "bad_column": pd.Series([], dtype=np.int8),
-        }
-    )
+    id_dtype = {"int": "int64", "str": "str"}
+    dtypes = {
+        "visitorid": id_dtype[id_kinds.visitorid],
+        "itemid": id_dtype[id_kinds.itemid],
+        "timestamp": "int64",
+        "position": "int64",
+        "bad_column": "int8",
+    }
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
 
 
 # ------------------------------------------------------------------------------ pure: recent rows
@@ -485,14 +483,19 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
     >>> keep_recent(frame, 2)["itemid"].tolist()
     [2, 3]
     """
-    user, _ = pd.factorize(frame["visitorid"], sort=False)
-    order = np.lexsort(
-        (-frame["position"].to_numpy(), -frame["timestamp"].to_numpy(), user)
-    )  # last key is primary
-    user_sorted = user[order]
+    position = frame["position"].to_numpy()
+    if len(position) > 1 and not np.all(position[1:] > position[:-1]):
+        frame = frame.iloc[np.argsort(position, kind="stable")]
+    # Rows now run in input order. Reversed, a stable sort by (user, timestamp descending) puts
+    # the later of two rows with equal timestamps first, as the recipe wants.
+    reversed_rows = np.arange(len(frame) - 1, -1, -1)
+    user, _ = pd.factorize(frame["visitorid"].to_numpy()[reversed_rows], sort=False)
+    by_time = np.lexsort((-frame["timestamp"].to_numpy()[reversed_rows], user))  # last key is primary
+    order = reversed_rows[by_time]
+    user_sorted = user[by_time]
     starts = np.r_[0, np.flatnonzero(np.diff(user_sorted)) + 1] if len(order) else np.zeros(0, np.int64)
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     kept = order[rank < recent]
-    result = frame.iloc[kept][["visitorid", "itemid"]].reset_index(drop=True)
+    result: pd.DataFrame = frame.iloc[kept][["visitorid", "itemid"]].reset_index(drop=True)
     result.insert(0, "user", user_sorted[rank < recent].astype(np.int64))
     return result

@@ -44,20 +44,37 @@ def xlogx(x: float) -> float:
 
 
 @_jit
-def llr_scalar(k11: float, k12: float, k21: float, k22: float) -> float:
-    """LLR of one 2x2 table (see the module docstring)."""
-    row_entropy = xlogx(k11 + k12 + k21 + k22) - xlogx(k11 + k12) - xlogx(k21 + k22)
-    column_entropy = xlogx(k11 + k12 + k21 + k22) - xlogx(k11 + k21) - xlogx(k12 + k22)
-    matrix_entropy = xlogx(k11 + k12 + k21 + k22) - xlogx(k11) - xlogx(k12) - xlogx(k21) - xlogx(k22)
+def llr_from_margins(
+    k11: float,
+    k12: float,
+    k21: float,
+    k22: float,
+    xlogx_total: float,
+    xlogx_row: float,
+    xlogx_row_rest: float,
+    xlogx_column: float,
+    xlogx_column_rest: float,
+) -> float:
+    """LLR of one 2x2 table, given ``xLogX`` of its margins.
+
+    ``xlogx_total = xLogX(k11+k12+k21+k22)``, ``xlogx_row = xLogX(k11+k12)``,
+    ``xlogx_row_rest = xLogX(k21+k22)``, ``xlogx_column = xLogX(k11+k21)``,
+    ``xlogx_column_rest = xLogX(k12+k22)``. Those depend only on an item's marginals, so the
+    indicator kernel computes them once per item instead of once per co-occurrence; counts are
+    exact integers in float64, so the result is bit for bit the same as :func:`llr_scalar`.
+    """
+    row_entropy = xlogx_total - xlogx_row - xlogx_row_rest
+    column_entropy = xlogx_total - xlogx_column - xlogx_column_rest
+    matrix_entropy = xlogx_total - xlogx(k11) - xlogx(k12) - xlogx(k21) - xlogx(k22)
     if row_entropy + column_entropy < matrix_entropy:
         return 0.0  # round-off
     return 2.0 * (row_entropy + column_entropy - matrix_entropy)
 
 
 @_jit
-def root_llr_scalar(k11: float, k12: float, k21: float, k22: float) -> float:
-    """Signed root LLR of one 2x2 table (see the module docstring)."""
-    root = math.sqrt(llr_scalar(k11, k12, k21, k22))
+def signed_root(llr_value: float, k11: float, k12: float, k21: float, k22: float) -> float:
+    """``sqrt(llr_value)``, negated when ``k11 / (k11 + k12) < k21 / (k21 + k22)``."""
+    root = math.sqrt(llr_value)
     # Mahout divides and lets 0/0 (NaN) compare false; for counts >= 0 a zero denominator means
     # a 0/0 side, so it never negates. Dividing (not cross-multiplying) keeps Mahout's rounding.
     first, second = k11 + k12, k21 + k22
@@ -66,10 +83,32 @@ def root_llr_scalar(k11: float, k12: float, k21: float, k22: float) -> float:
     return root
 
 
+@_jit
+def llr_scalar(k11: float, k12: float, k21: float, k22: float) -> float:
+    """LLR of one 2x2 table (see the module docstring)."""
+    return llr_from_margins(
+        k11,
+        k12,
+        k21,
+        k22,
+        xlogx(k11 + k12 + k21 + k22),
+        xlogx(k11 + k12),
+        xlogx(k21 + k22),
+        xlogx(k11 + k21),
+        xlogx(k12 + k22),
+    )
+
+
+@_jit
+def root_llr_scalar(k11: float, k12: float, k21: float, k22: float) -> float:
+    """Signed root LLR of one 2x2 table (see the module docstring)."""
+    return signed_root(llr_scalar(k11, k12, k21, k22), k11, k12, k21, k22)
+
+
 _SIGNATURES = ["float64(float64, float64, float64, float64)"]
 
 
-@numba.vectorize(_SIGNATURES, cache=True)  # type: ignore[misc]
+@numba.vectorize(_SIGNATURES, cache=True)  # type: ignore[untyped-decorator]
 def llr(k11: float, k12: float, k21: float, k22: float) -> float:  # pragma: no cover - compiled
     """LLR of 2x2 tables given as four broadcastable arrays of counts.
 
@@ -81,7 +120,7 @@ def llr(k11: float, k12: float, k21: float, k22: float) -> float:  # pragma: no 
     return llr_scalar(k11, k12, k21, k22)
 
 
-@numba.vectorize(_SIGNATURES, cache=True)  # type: ignore[misc]
+@numba.vectorize(_SIGNATURES, cache=True)  # type: ignore[untyped-decorator]
 def root_llr(k11: float, k12: float, k21: float, k22: float) -> float:  # pragma: no cover - compiled
     """Signed root LLR of 2x2 tables given as four broadcastable arrays of counts.
 

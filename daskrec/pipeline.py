@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
+from dask.base import compute, persist
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -97,7 +97,7 @@ def build_indicators(
     with _stage("occurrences", timings):
         vocabulary, occurrences, margins = _occurrences(buckets, config.indicators, show_progress)
         del buckets
-        plan = dask.compute(delayed(co.item_blocks)(occurrences, _BLOCKS_PER_THREAD * _threads()))[0]
+        plan = compute(delayed(co.item_blocks)(occurrences, _BLOCKS_PER_THREAD * _threads()))[0]
     with _stage("indicators", timings):
         tasks = [
             delayed(indicator_block)(
@@ -106,7 +106,7 @@ def build_indicators(
             for start, stop in plan
         ]
         blocks: list[IndicatorBlock]
-        blocks, vocabulary_values = dask.compute(_materialise(tasks, show_progress), vocabulary)
+        blocks, vocabulary_values = compute(_materialise(tasks, show_progress), vocabulary)
         table = indicator_table(vocabulary_values, blocks)
     counts = {
         **read_counts,
@@ -134,7 +134,7 @@ def _recent_rows(
     ]
     sizes = [delayed(_bucket_sizes)(bucket) for bucket in buckets]
     buckets, sizes, stats = _materialise((buckets, sizes, [pieces[n_buckets] for pieces in routed]), show_progress)
-    sizes, stats = dask.compute(sizes, stats)
+    sizes, stats = compute(sizes, stats)
     counts = {
         "events_read": sum(s["events_read"] for s in stats),
         "events_skipped": sum(s["events_skipped"] for s in stats),
@@ -172,7 +172,8 @@ def _occurrences(
             ]
     occurrences = delayed(co.stack_blocks)(blocks)
     margins = delayed(co.marginals)(occurrences, config.llr_table)
-    return _materialise((vocabulary, occurrences, margins), show_progress)
+    persisted: tuple[Delayed, Delayed, Delayed] = _materialise((vocabulary, occurrences, margins), show_progress)
+    return persisted
 
 
 # ------------------------------------------------------------------------- per-partition functions
@@ -186,8 +187,9 @@ def _route_by_visitor(frame: pd.DataFrame, n_buckets: int) -> tuple[Any, ...]:
     for code, column in enumerate(REQUIRED_COLUMNS, start=1):
         stats[f"skipped_bad_{column}"] = int(np.count_nonzero(bad == code))
     good = frame[bad == 0].drop(columns="bad_column")
-    bucket = pd.util.hash_pandas_object(good["visitorid"], index=False).to_numpy() % np.uint64(n_buckets)
-    order = np.argsort(bucket, kind="stable")
+    hashes = pd.util.hash_pandas_object(good["visitorid"], index=False).to_numpy()
+    bucket = (hashes % np.uint64(n_buckets)).astype(np.int16 if n_buckets < 2**15 else np.int64)
+    order = np.argsort(bucket, kind="stable")  # a radix sort for int16
     bounds = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
     pieces = tuple(good.iloc[order[bounds[b] : bounds[b + 1]]] for b in range(n_buckets))
     return (*pieces, stats)
@@ -205,19 +207,21 @@ def _bucket_sizes(bucket: pd.DataFrame) -> tuple[int, int]:
 
 def _bucket_items(bucket: pd.DataFrame) -> pd.Index:
     """The distinct item ids of a bucket."""
-    return pd.Index(bucket["itemid"].unique())
+    items: pd.Index = pd.Index(bucket["itemid"]).unique()
+    return items
 
 
 def _item_vocabulary(item_sets: list[pd.Index]) -> pd.Index:
     """Every item id, sorted: an item's code is its position here."""
     items = item_sets[0].append(item_sets[1:]) if len(item_sets) > 1 else item_sets[0]
-    return items.unique().sort_values()
+    vocabulary: pd.Index = items.unique().sort_values()
+    return vocabulary
 
 
 def _occurrence_block(bucket: pd.DataFrame, vocabulary: pd.Index) -> sp.csr_array:
     """The bucket's occurrence counts, users x all items."""
     n_users = int(bucket["user"].max()) + 1 if len(bucket) else 0
-    item_code = vocabulary.get_indexer(bucket["itemid"])
+    item_code = vocabulary.get_indexer(pd.Index(bucket["itemid"]))
     return co.occurrence_block(bucket["user"].to_numpy(), item_code, n_users, len(vocabulary))
 
 
@@ -275,7 +279,7 @@ def _threads() -> int:
     try:
         from distributed import get_client
 
-        return max(1, sum(get_client().nthreads().values()))
+        return max(1, int(sum(get_client().nthreads().values())))
     except ValueError:
         return os.cpu_count() or 1
 
@@ -291,14 +295,14 @@ def _materialise(collections: Any, show_progress: bool) -> Any:
         client = None
     if client is None:
         if not show_progress:
-            return dask.persist(collections)[0]
-        from dask.diagnostics import ProgressBar
+            return persist(collections)[0]
+        from dask.diagnostics.progress import ProgressBar
 
         with ProgressBar():
-            return dask.persist(collections)[0]
+            return persist(collections)[0]
     from distributed import futures_of, progress, wait
 
-    persisted = dask.persist(collections)[0]
+    persisted = persist(collections)[0]
     if show_progress:
         progress(persisted)
     wait(futures_of(persisted))

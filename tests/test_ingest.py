@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daskrec import BuildConfig, IngestConfig, InputError, build_indicators
 from daskrec.ingest import IdKinds, expand_inputs, keep_recent, read_events
@@ -49,6 +51,26 @@ def test_keep_recent_latest_first_and_later_rows_win_ties() -> None:
     assert kept[kept.visitorid == 1].itemid.tolist() == [30, 20]
     assert kept[kept.visitorid == 2].itemid.tolist() == [50]
     assert sorted(kept.user.unique().tolist()) == [0, 1]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(0, 3)), max_size=60),
+    st.integers(1, 4),
+    st.randoms(use_true_random=False),
+)
+def test_keep_recent_equals_a_direct_sort(rows: list[tuple[int, int, int]], recent: int, shuffle: object) -> None:
+    frame = pd.DataFrame(rows, columns=["visitorid", "itemid", "timestamp"], dtype=np.int64)
+    frame["position"] = np.arange(len(frame), dtype=np.int64)
+    expected = (
+        frame.sort_values(["visitorid", "timestamp", "position"], ascending=[True, False, False])
+        .groupby("visitorid")
+        .head(recent)
+    )
+    shuffled = frame.sample(frac=1.0, random_state=shuffle.randint(0, 2**31))  # type: ignore[attr-defined]
+    kept = keep_recent(shuffled, recent)
+    for visitor, group in expected.groupby("visitorid"):
+        assert kept[kept.visitorid == visitor].itemid.tolist() == group.itemid.tolist()
+    assert len(kept) == len(expected)
 
 
 def test_integer_and_string_ids(tmp_path: Path) -> None:
