@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test test-fast typecheck bench clean
+.PHONY: venv demo test test-fast typecheck bench dask-up dask-down clean
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,13 @@ typecheck: venv
 bench: venv
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode all --json bench/results/build-10M-all.json
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode transaction --json bench/results/build-10M-transaction.json
+
+## dask-up / dask-down: a scheduler and two worker processes on loopback (see cluster/README.md)
+dask-up: venv
+	PATH=$(abspath $(BIN)):$$PATH cluster/dask-local.sh up --workers 2 --threads 1
+
+dask-down:
+	cluster/dask-local.sh down
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .hypothesis

@@ -77,12 +77,16 @@ class StringIdsFound(Exception):
 
 @dataclass(frozen=True)
 class EventFile:
-    """One input file: its fsspec URL, format, and (CSV) header."""
+    """One input file: its fsspec URL, format, header and (Parquet) layout."""
 
     url: str
     format: Literal["csv", "parquet"]
     size: int
     header: tuple[str, ...]
+    text_id_columns: tuple[str, ...] = ()
+    """Parquet: id columns stored as strings."""
+    row_groups: tuple[int, ...] = ()
+    """Parquet: rows per row group."""
 
 
 @dataclass(frozen=True)
@@ -146,30 +150,42 @@ def _describe_file(fs: fsspec.AbstractFileSystem, path: str, url: str) -> EventF
     size = int(fs.size(path))
     if size == 0:
         raise InputError("the file is empty; give an events log with a header and rows.", path=url)
-    if path.endswith((".parquet", ".pq")):
-        with fs.open(path, "rb") as f:
-            try:
-                schema = pq.ParquetFile(f).schema_arrow
-            except (pa.ArrowInvalid, OSError) as err:
-                raise InputError(f"not a readable Parquet file ({err}).", path=url) from None
-        header = tuple(schema.names)
-        file_format: Literal["csv", "parquet"] = "parquet"
-    else:
+    if not path.endswith((".parquet", ".pq")):
         with fs.open(path, "rb") as f:
             first_line = f.readline().decode("utf-8", errors="replace").strip()
         header = tuple(name.strip().strip('"') for name in first_line.split(","))
+        _check_header(header, url)
         if size <= len(first_line) + 2 and not _has_data_after_header(fs, path):
             raise InputError("the file has a header but no rows; give an events log with rows.", path=url)
-        file_format = "csv"
+        return EventFile(url=url, format="csv", size=size, header=header)
+    with fs.open(path, "rb") as f:
+        try:
+            parquet = pq.ParquetFile(f)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputError(f"not a readable Parquet file ({err}).", path=url) from None
+        schema, metadata = parquet.schema_arrow, parquet.metadata
+    header = tuple(schema.names)
+    _check_header(header, url)
+    return EventFile(
+        url=url,
+        format="parquet",
+        size=size,
+        header=header,
+        text_id_columns=tuple(
+            column for column in ("visitorid", "itemid") if _parquet_id_kind(schema.field(column).type, url, column) == "str"
+        ),
+        row_groups=tuple(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)),
+    )
+
+
+def _check_header(header: tuple[str, ...], url: str) -> None:
     for column in REQUIRED_COLUMNS:
         if column not in header:
             raise InputError(
                 f"missing column; the header has {list(header)}, and daskrec needs {list(REQUIRED_COLUMNS)}.",
                 path=url,
-                row=0 if file_format == "csv" else None,
                 column=column,
             )
-    return EventFile(url=url, format=file_format, size=size, header=header)
 
 
 def _has_data_after_header(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -193,7 +209,8 @@ def read_events(
     config
         Event types, bad-row policy and block size.
     id_kinds
-        How to type the id columns of CSV files (Parquet files carry their own types).
+        How to type the id columns; a column stored as strings in any Parquet file is read as
+        strings from every file.
 
     Returns
     -------
@@ -224,29 +241,13 @@ def read_events(
     return frame
 
 
-def _id_kinds_of(files: list[EventFile], csv_kinds: IdKinds) -> IdKinds:
-    """Parquet files fix the id types by schema; all files must agree with each other."""
-    parquet = [f for f in files if f.format == "parquet"]
-    if not parquet:
-        return csv_kinds
-    kinds: dict[str, IdKind] = {}
-    for column in ("visitorid", "itemid"):
-        seen: dict[str, IdKind] = {}
-        for f in parquet:
-            with fsspec.open(f.url, "rb") as handle:
-                field_type = pq.ParquetFile(handle).schema_arrow.field(column).type
-            seen[f.url] = _parquet_id_kind(field_type, f.url, column)
-        distinct = set(seen.values())
-        kinds[column] = "str" if "str" in distinct else "int"
-        if len(distinct) > 1:
-            raise InputError(
-                "the column is text in some Parquet files and integer in others; write all with one type.",
-                path=next(url for url, k in seen.items() if k == "str"),
-                column=column,
-            )
-    if any(f.format == "csv" for f in files) and kinds != {"visitorid": "int", "itemid": "int"}:
-        return IdKinds(**kinds)  # CSV files follow the Parquet files' text ids
-    return IdKinds(**kinds) if kinds else csv_kinds
+def _id_kinds_of(files: list[EventFile], requested: IdKinds) -> IdKinds:
+    """Text ids anywhere make the column text everywhere: in a Parquet schema, or as requested
+    (after a CSV block turned out to hold text)."""
+    for f in files:
+        for column in f.text_id_columns:
+            requested = requested.with_strings(column)
+    return requested
 
 
 def _parquet_id_kind(field_type: pa.DataType, url: str, column: str) -> IdKind:
@@ -267,12 +268,10 @@ def _plan_blocks(files: list[EventFile], blocksize: int) -> list[_Block]:
     blocks: list[_Block] = []
     for f in files:
         if f.format == "parquet":
-            with fsspec.open(f.url, "rb") as handle:
-                metadata = pq.ParquetFile(handle).metadata
             rows_before = 0
-            for group in range(metadata.num_row_groups):
+            for group, rows in enumerate(f.row_groups):
                 blocks.append(_Block(f, len(blocks), 0, 0, row_group=group, rows_before=rows_before))
-                rows_before += metadata.row_group(group).num_rows
+                rows_before += rows
         else:
             for offset in range(0, f.size, blocksize):
                 blocks.append(_Block(f, len(blocks), offset, min(blocksize, f.size - offset)))
@@ -282,7 +281,7 @@ def _plan_blocks(files: list[EventFile], blocksize: int) -> list[_Block]:
 def _read_block(
     block: _Block, event_types: tuple[str, ...] | None, id_kinds: IdKinds, skip_bad_rows: bool
 ) -> pd.DataFrame:
-    """Read one partition: parse, filter to the selected events, validate."""
+    """Read one partition: parse, keep the selected events, type and validate only those."""
     if block.file.format == "parquet":
         table = _read_parquet_group(block, event_types)
     else:
@@ -291,76 +290,72 @@ def _read_block(
         if block.offset == 0:
             data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
         table = _parse_csv(data, block.file.header, id_kinds)
-    checked = _check_rows(table, event_types, id_kinds)
-    if not skip_bad_rows:
-        first_bad = np.flatnonzero((checked.bad_column > 0) & checked.keep)
-        if first_bad.size:
-            _raise_bad_row(block, table, checked, int(first_bad[0]), event_types, id_kinds)
-    keep = checked.keep
-    positions = (np.int64(block.number) << _ROW_BITS) + np.flatnonzero(keep)
+    rows = _selected_rows(table, event_types)
+    values, bad_column = _check_rows(_take_rows(table, rows), id_kinds)
+    if not skip_bad_rows and bad_column.any():
+        _raise_bad_row(block, table, event_types, id_kinds)
     return pd.DataFrame(
         {
-            "visitorid": _take(checked.values["visitorid"], keep),
-            "itemid": _take(checked.values["itemid"], keep),
-            "timestamp": _take(checked.values["timestamp"], keep),
-            "position": positions.astype(np.int64),
-            "bad_column": checked.bad_column[keep],
+            "visitorid": values["visitorid"],
+            "itemid": values["itemid"],
+            "timestamp": values["timestamp"],
+            "position": (np.int64(block.number) << _ROW_BITS) + rows.astype(np.int64),
+            "bad_column": bad_column,
         }
     )
 
 
-@dataclass(frozen=True)
-class _CheckedRows:
-    """Typed columns of a parsed block, which rows to keep, and which are malformed."""
-
-    values: dict[str, np.ndarray | pd.Series]
-    keep: np.ndarray
-    bad_column: np.ndarray
-
-
-def _check_rows(table: pa.Table, event_types: tuple[str, ...] | None, id_kinds: IdKinds) -> _CheckedRows:
-    """Type the columns, select the events, and flag malformed rows (first bad column wins)."""
-    event = table.column("event").cast(pa.string())
-    missing_event = np.asarray(event.is_null(), dtype=bool)
+def _selected_rows(table: pa.Table, event_types: tuple[str, ...] | None) -> np.ndarray:
+    """Indices of the rows of the selected event types, and of rows with no event type at all
+    (malformed whatever was selected: nobody can tell what they were)."""
     if event_types is None:
-        selected = np.ones(len(table), dtype=bool)
-    else:
-        selected = np.asarray(pc.fill_null(pc.is_in(event, pa.array(event_types)), False), dtype=bool)
-    malformed = {"event": missing_event}
+        return np.arange(len(table))
+    event = table.column("event").cast(pa.string())
+    selected = pc.or_(pc.fill_null(pc.is_in(event, pa.array(event_types)), False), event.is_null())
+    return np.flatnonzero(np.asarray(selected, dtype=bool))
+
+
+def _take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    return table if len(rows) == len(table) else table.take(pa.array(rows))
+
+
+def _check_rows(table: pa.Table, id_kinds: IdKinds) -> tuple[dict[str, np.ndarray | pd.Series], np.ndarray]:
+    """The typed columns, and per row 0 or 1 + the index of its first malformed column."""
+    malformed = {"event": np.asarray(table.column("event").is_null(), dtype=bool)}
     values: dict[str, np.ndarray | pd.Series] = {}
     for name in ("timestamp", "visitorid", "itemid"):
         values[name], malformed[name] = _typed_column(table.column(name), name, id_kinds)
     bad_column = np.zeros(len(table), dtype=np.int8)
     for code in range(len(REQUIRED_COLUMNS), 0, -1):
         bad_column[malformed[REQUIRED_COLUMNS[code - 1]]] = code
-    # A row with no event type is malformed whatever was selected: nobody can tell what it was.
-    return _CheckedRows(values=values, keep=selected | missing_event, bad_column=bad_column)
+    return values, bad_column
 
 
 def _raise_bad_row(
-    block: _Block,
-    table: pa.Table,
-    checked: _CheckedRows,
-    local: int,
-    event_types: tuple[str, ...] | None,
-    id_kinds: IdKinds,
+    block: _Block, table: pa.Table, event_types: tuple[str, ...] | None, id_kinds: IdKinds
 ) -> None:
     """Raise :class:`InputError` for the block's first malformed row, with its row number in the file."""
     if block.file.format == "csv":
-        row = _rows_before(block) + local + 1
+        rows_before = _rows_before(block)
     else:
         # The reader filtered rows away: find the row again in the whole row group.
         fs, path = fsspec.core.url_to_fs(block.file.url)
         with fs.open(path, "rb") as handle:
             table = pq.ParquetFile(handle).read_row_group(block.row_group or 0, columns=list(REQUIRED_COLUMNS))
-        checked = _check_rows(table, event_types, id_kinds)
-        local = int(np.flatnonzero((checked.bad_column > 0) & checked.keep)[0])
-        row = (block.rows_before or 0) + local + 1
-    column = REQUIRED_COLUMNS[checked.bad_column[local] - 1]
+        rows_before = block.rows_before or 0
+    rows = _selected_rows(table, event_types)
+    _, bad_column = _check_rows(_take_rows(table, rows), id_kinds)
+    first = int(np.flatnonzero(bad_column)[0])
+    local = int(rows[first])
+    column = REQUIRED_COLUMNS[bad_column[first] - 1]
     raw = table.column(column)[local].as_py()
     problem = "missing value" if raw is None else "not an integer"
     raise InputError(
-        f"{problem}; fix the row or pass --on-bad-rows skip.", path=block.file.url, row=row, column=column, value=raw
+        f"{problem}; fix the row or pass --on-bad-rows skip.",
+        path=block.file.url,
+        row=rows_before + local + 1,
+        column=column,
+        value=raw,
     )
 
 
@@ -409,13 +404,6 @@ def _read_parquet_group(block: _Block, event_types: tuple[str, ...] | None) -> p
     if event_types is None:
         return group.to_table(columns=list(REQUIRED_COLUMNS))
     return group.to_table(columns=list(REQUIRED_COLUMNS), filter=pc.field("event").isin(list(event_types)))
-
-
-def _take(values: np.ndarray | pd.Series, keep: np.ndarray) -> np.ndarray | pd.Series:
-    if isinstance(values, pd.Series):
-        return values[keep].reset_index(drop=True)
-    kept: np.ndarray = values[keep]
-    return kept
 
 
 def _typed_column(column: pa.ChunkedArray, name: str, id_kinds: IdKinds) -> tuple[np.ndarray | pd.Series, np.ndarray]:

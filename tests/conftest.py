@@ -68,5 +68,5 @@ def real_dataset(name: str) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that uses the real datasets or starts processes as slow."""
     for item in items:
-        if "real_data" in item.nodeid or "test_cli" in item.nodeid:
+        if any(name in item.nodeid for name in ("real_data", "test_cli", "test_cluster")):
             item.add_marker(pytest.mark.slow)
