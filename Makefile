@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test test-fast typecheck bench dask-up dask-down clean
+.PHONY: venv demo test test-fast typecheck bench bench-index dask-up dask-down es-up es-down clean
 
 venv: $(VENV)/.installed
 
@@ -16,13 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## demo: generate a seeded sample log, build its indicators, print a few items
-demo: venv
+demo: venv es-up
 	$(BIN)/daskrec generate $(DEMO_DIR)/events.csv --events $(DEMO_EVENTS) --seed 42
-	$(BIN)/daskrec build $(DEMO_DIR)/events.csv --event all --out $(DEMO_DIR)/indicators
-	$(BIN)/daskrec show $(DEMO_DIR)/indicators -n 5
+	$(BIN)/daskrec build $(DEMO_DIR)/events.csv --event all --out $(DEMO_DIR)/indicators --es-url http://127.0.0.1:9200
+	$(BIN)/daskrec show $(DEMO_DIR)/indicators -n 3
+	$(BIN)/daskrec similar $$($(BIN)/python -c "import pyarrow.parquet as pq; t = pq.read_table('$(DEMO_DIR)/indicators/indicators.parquet'); print(t.column('item')[0])")
+	$(BIN)/daskrec recommend --history 1,2,3 -k 5
 
-## test: the whole suite (real-data agreement, CLI subprocesses, schedulers)
-test: venv
+## test: the whole suite, integration tests against a real Elasticsearch node included (started if down)
+test: venv es-up
 	$(BIN)/python -m pytest
 
 ## test-fast: skip the slow and integration tests
@@ -43,6 +45,17 @@ dask-up: venv
 
 dask-down:
 	cluster/dask-local.sh down
+
+## es-up / es-down: a single-node Elasticsearch on 127.0.0.1:9200 (fetched from Maven Central once)
+es-up:
+	cluster/elasticsearch/es.sh up
+
+es-down:
+	cluster/elasticsearch/es.sh down
+
+## bench-index: parallel bulk vs single-thread bulk, and query latency, on the local node
+bench-index: venv es-up
+	$(BIN)/python bench/bench_index.py --json bench/results/index.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .hypothesis

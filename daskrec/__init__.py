@@ -9,11 +9,28 @@ The public API is small:
 from importlib.metadata import PackageNotFoundError, version
 
 from .cluster import connect
-from .config import ALL_EVENTS, BuildConfig, ClusterConfig, IndicatorConfig, IngestConfig
-from .errors import ConfigError, DaskrecError, DataWarning, IndexingError, InputError
+from .config import (
+    ALL_EVENTS,
+    BuildConfig,
+    ClusterConfig,
+    IndexConfig,
+    IndicatorConfig,
+    IngestConfig,
+)
+from .errors import (
+    ConfigError,
+    DaskrecError,
+    DataWarning,
+    IndexingError,
+    InputError,
+    ServiceError,
+)
+from .es import EsSettings, connect_es
+from .index import IndexReport, write_index
 from .llr import llr, root_llr
 from .output import build_manifest, read_indicators, write_output
 from .pipeline import BuildResult, build_indicators
+from .serve import Recommendation, recommend, similar
 from .synth import SynthConfig, generate_events
 
 try:
@@ -29,18 +46,27 @@ __all__ = [
     "ConfigError",
     "DaskrecError",
     "DataWarning",
+    "EsSettings",
+    "IndexConfig",
+    "IndexReport",
     "IndexingError",
     "IndicatorConfig",
     "IngestConfig",
     "InputError",
+    "Recommendation",
+    "ServiceError",
     "SynthConfig",
     "__version__",
     "build_indicators",
     "build_manifest",
     "connect",
+    "connect_es",
     "generate_events",
     "llr",
     "read_indicators",
+    "recommend",
     "root_llr",
+    "similar",
+    "write_index",
     "write_output",
 ]

@@ -6,20 +6,37 @@ how to fix it), 1 anything else. ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import sys
 import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .config import ALL_EVENTS, BuildConfig, ClusterConfig, IndicatorConfig, IngestConfig
+from .config import (
+    ALL_EVENTS,
+    BuildConfig,
+    ClusterConfig,
+    IndexConfig,
+    IndicatorConfig,
+    IngestConfig,
+)
 from .errors import DaskrecError
+
+if TYPE_CHECKING:
+    from .es import EsSettings
 
 log = logging.getLogger(__name__)
 
 _INGEST = IngestConfig()
 _INDICATORS = IndicatorConfig()
 _CLUSTER = ClusterConfig()
+_INDEX = IndexConfig()
+SECRET_VARIABLES = ("DASKREC_ES_API_KEY", "DASKREC_ES_USERNAME", "DASKREC_ES_PASSWORD")
+"""Environment variables the CLI reads credentials from (never flags: they would show in ``ps``)."""
 
 
 def _doc(config: type, name: str) -> str:
@@ -30,6 +47,44 @@ def _doc(config: type, name: str) -> str:
     after = source.split(f"\n    {name}:", 1)[1]
     text = after.split('"""', 2)[1]
     return " ".join(text.replace("``", "").split())
+
+
+def _settings_from_environment(
+    url: str, ca_certs: str | None = None, verify_certs: bool = True, timeout: float = 30.0
+) -> EsSettings:
+    """Connection settings: the given options plus credentials from :data:`SECRET_VARIABLES`."""
+    from .es import EsSettings
+
+    return EsSettings(
+        url=url,
+        api_key=os.environ.get("DASKREC_ES_API_KEY") or None,
+        username=os.environ.get("DASKREC_ES_USERNAME") or None,
+        password=os.environ.get("DASKREC_ES_PASSWORD") or None,
+        ca_certs=ca_certs,
+        verify_certs=verify_certs,
+        request_timeout=timeout,
+    )
+
+
+def es_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The Elasticsearch connection and alias options, handed to ``command`` as ``es`` and ``alias``."""
+
+    @click.option(
+        "--es-url",
+        envvar="DASKREC_ES_URL",
+        default="http://127.0.0.1:9200",
+        show_envvar=True,
+        help="Elasticsearch URL. Credentials come from DASKREC_ES_API_KEY or DASKREC_ES_USERNAME/DASKREC_ES_PASSWORD.",
+    )
+    @click.option("--es-ca-certs", default=None, help="CA certificate file for https.")
+    @click.option("--es-verify-certs/--es-no-verify-certs", default=True, help="Check the server certificate.")
+    @click.option("--es-timeout", type=float, default=30.0, help="Request timeout in seconds.")
+    @click.option("--index", "alias", default=_INDEX.alias, help=_doc(IndexConfig, "alias"))
+    @functools.wraps(command)
+    def wrapper(es_url: str, es_ca_certs: str | None, es_verify_certs: bool, es_timeout: float, **kwargs: Any) -> Any:
+        return command(es=_settings_from_environment(es_url, es_ca_certs, es_verify_certs, es_timeout), **kwargs)
+
+    return wrapper
 
 
 def _event_types(value: str) -> tuple[str, ...] | None:
@@ -84,6 +139,11 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 @click.option("--memory-limit", default=None, help=_doc(ClusterConfig, "memory_limit"))
 @click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option(
+    "--es-url", envvar="DASKREC_ES_URL", default=None, help="Also index the result into Elasticsearch at this URL."
+)
+@click.option("--index", "alias", default=_INDEX.alias, help=_doc(IndexConfig, "alias"))
+@click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -105,8 +165,12 @@ def build(
     memory_limit: str | None,
     dashboard_address: str,
     progress: bool,
+    es_url: str | None,
+    alias: str,
+    keep: int,
 ) -> None:
-    """Compute every item's indicators from EVENTS (CSV/Parquet paths, globs or URLs)."""
+    """Compute every item's indicators from EVENTS (CSV/Parquet paths, globs or URLs);
+    with --es-url, index them too."""
     from .cluster import connect
     from .ingest import expand_inputs
     from .output import build_manifest, write_output
@@ -131,10 +195,22 @@ def build(
     cluster = ClusterConfig(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit)
     files = expand_inputs(events)  # fail on a bad path or header before starting any cluster
     quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
+    index_config = IndexConfig(alias=alias, keep=keep)
+    es = None
+    if es_url is not None:
+        from .es import connect_es
+
+        es = _settings_from_environment(es_url)
+        connect_es(es).close()  # a wrong URL, credentials or version fails now, not after the build
     with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client:
         click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
         result = build_indicators(files, config, show_progress=progress)
-    write_output(out_dir, result.table, build_manifest(events, config, result))
+        write_output(out_dir, result.table, build_manifest(events, config, result))
+        if es is not None:
+            from .index import write_index
+
+            report = write_index(out_dir, es, index_config, show_progress=progress)
+            click.echo(f"{report.documents} documents in {report.index}, now behind alias {alias!r}", err=True)
     counts = result.counts
     click.echo(
         f"{counts['items']} items ({counts['items_with_indicators']} with indicators) from "
@@ -170,6 +246,70 @@ def show(out_dir: str, n_items: int) -> None:
         pairs = ", ".join(f"{item} ({score:.1f})" for item, score in zip(row.indicators[:8], row.scores[:8]))
         more = f", ... {row.n - 8} more" if row.n > 8 else ""
         click.echo(f"{row.item}: {pairs}{more}")
+
+
+@cli.command("index")
+@click.argument("out_dir")
+@es_options
+@click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
+@click.option("--replicas", type=click.IntRange(min=0), default=_INDEX.replicas, help=_doc(IndexConfig, "replicas"))
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "workers"))
+@click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
+@click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.pass_context
+def index_command(
+    ctx: click.Context,
+    out_dir: str,
+    es: EsSettings,
+    alias: str,
+    keep: int,
+    replicas: int,
+    workers: int | None,
+    scheduler: str | None,
+    dashboard_address: str,
+    progress: bool,
+) -> None:
+    """Index the build in OUT_DIR into a new generation and move the alias to it."""
+    from .cluster import connect
+    from .index import write_index
+
+    config = IndexConfig(alias=alias, keep=keep, replicas=replicas)
+    quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
+    cluster = ClusterConfig(scheduler=scheduler, workers=workers)
+    with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client:
+        click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+        report = write_index(out_dir, es, config, show_progress=progress)
+    click.echo(f"{report.documents} documents in {report.index}, now behind alias {alias!r}")
+
+
+@cli.command()
+@click.argument("item")
+@es_options
+def similar(item: str, es: EsSettings, alias: str) -> None:
+    """Print the indicators of ITEM, best first."""
+    from .es import connect_es
+    from .serve import similar as similar_items
+
+    with connect_es(es) as client:
+        for indicator in similar_items(client, item, index=alias):
+            click.echo(indicator)
+
+
+@cli.command()
+@click.option("--history", required=True, help="The user's recent items, comma-separated.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, help="Items to recommend.")
+@click.option("--backfill/--no-backfill", default=True, help="Fill up with popular items when few match.")
+@es_options
+def recommend(history: str, k: int, backfill: bool, es: EsSettings, alias: str) -> None:
+    """Print up to K items for a user with the given history: item, score, reason."""
+    from .es import connect_es
+    from .serve import recommend as recommend_items
+
+    items = [item.strip() for item in history.split(",") if item.strip()]
+    with connect_es(es) as client:
+        for found in recommend_items(client, items, k, index=alias, backfill=backfill):
+            click.echo(f"{found.item}\t{found.score:.4f}\t{found.reason}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from .errors import ConfigError
 
-__all__ = ["IngestConfig", "IndicatorConfig", "ClusterConfig", "BuildConfig", "ALL_EVENTS"]
+__all__ = ["IngestConfig", "IndicatorConfig", "ClusterConfig", "BuildConfig", "IndexConfig", "ALL_EVENTS"]
 
 ALL_EVENTS = "all"
 """Value of ``--event`` that keeps every event type."""
@@ -121,6 +121,34 @@ class ClusterConfig:
             v is not None for v in (self.workers, self.threads, self.memory_limit)
         ):
             raise ConfigError("workers/threads/memory_limit: these size a LocalCluster; drop them with scheduler.")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the indicators are written to Elasticsearch."""
+
+    alias: str = "items2"
+    """Name queries use: an alias moved atomically to each new generation ``<alias>-<UTC timestamp>``."""
+
+    keep: int = 2
+    """Generations kept (the live one included); older ones are deleted after a swap."""
+
+    replicas: int = 1
+    """Replicas of each generation once loaded (0 while loading)."""
+
+    chunk_size: int = 1000
+    """Documents per bulk request at most."""
+
+    max_chunk_bytes: int = 5 * 2**20
+    """Bytes per bulk request at most."""
+
+    def __post_init__(self) -> None:
+        if not self.alias or self.alias != self.alias.lower() or any(c in self.alias for c in ' "*\\<|,>/?#:'):
+            raise ConfigError(f"alias: {self.alias!r} is not a valid Elasticsearch index name (lowercase, no spaces).")
+        if self.keep < 1:
+            raise ConfigError(f"keep: must be at least 1, got {self.keep}.")
+        if self.replicas < 0 or self.chunk_size < 1 or self.max_chunk_bytes < 1024:
+            raise ConfigError("replicas/chunk_size/max_chunk_bytes: must be >= 0 / >= 1 / >= 1024.")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DaskrecError", "InputError", "ConfigError", "IndexingError", "DataWarning"]
+__all__ = ["DaskrecError", "InputError", "ConfigError", "IndexingError", "ServiceError", "DataWarning"]
 
 
 class DaskrecError(Exception):
@@ -14,7 +14,11 @@ class ConfigError(DaskrecError, ValueError):
 
 
 class IndexingError(DaskrecError):
-    """Writing the indicators to the search index failed."""
+    """Writing the indicators to the search index failed; the alias was left where it was."""
+
+
+class ServiceError(DaskrecError):
+    """Elasticsearch is unreachable, refuses the credentials, or speaks another major version."""
 
 
 class DataWarning(UserWarning):

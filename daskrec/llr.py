@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
 __all__ = ["llr", "root_llr"]
 

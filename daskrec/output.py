@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 __all__ = ["INDICATORS_FILE", "MANIFEST_FILE", "build_manifest", "write_output", "read_indicators"]
 
 INDICATORS_FILE = "indicators.parquet"
+ROW_GROUP_ROWS = 16_384
+"""Items per Parquet row group: the unit of parallel bulk indexing."""
 MANIFEST_FILE = "manifest.json"
 
 
@@ -67,7 +69,7 @@ def write_output(out_dir: str, table: pa.Table, manifest: dict[str, Any]) -> Non
     manifest_tmp = f"{root}/.{MANIFEST_FILE}.{token}.tmp"
     try:
         with fs.open(table_tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
+            pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         fs.mv(table_tmp, f"{root}/{INDICATORS_FILE}")
         with fs.open(manifest_tmp, "w") as f:
             json.dump(manifest, f, indent=2, default=str)

@@ -9,25 +9,33 @@ and its inputs are released.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dask.base import compute, persist
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
+from dask.base import compute
 from dask.delayed import Delayed, delayed
 
 from . import cooccurrence as co
 from .config import BuildConfig, IndicatorConfig
 from .errors import InputError
 from .indicators import IndicatorBlock, indicator_block
-from .ingest import REQUIRED_COLUMNS, EventFile, IdKinds, StringIdsFound, expand_inputs, keep_recent, read_events
+from .ingest import (
+    REQUIRED_COLUMNS,
+    EventFile,
+    IdKinds,
+    StringIdsFound,
+    expand_inputs,
+    keep_recent,
+    read_events,
+)
+from .scheduling import materialise, scheduler_threads
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,8 @@ class BuildResult:
     """What a build produced: the indicators table, counts and stage timings."""
 
     table: pa.Table
-    """``item``, ``indicators`` (item ids, best first) and ``scores`` (root LLR), one row per item."""
+    """``item``, ``indicators`` (item ids, best first), ``scores`` (root LLR) and ``popularity``
+    (users per item), one row per item."""
     counts: dict[str, int] = field(default_factory=dict)
     """Sizes seen along the way (events read, kept, users, items, nonzeros, ...)."""
     timings: dict[str, float] = field(default_factory=dict)
@@ -95,9 +104,9 @@ def build_indicators(
             column="event",
         )
     with _stage("occurrences", timings):
-        vocabulary, occurrences, margins = _occurrences(buckets, config.indicators, show_progress)
+        vocabulary, occurrences, margins, popularity = _occurrences(buckets, config.indicators, show_progress)
         del buckets
-        plan = compute(delayed(co.item_blocks)(occurrences, _BLOCKS_PER_THREAD * _threads()))[0]
+        plan = compute(delayed(co.item_blocks)(occurrences, _BLOCKS_PER_THREAD * scheduler_threads()))[0]
     with _stage("indicators", timings):
         tasks = [
             delayed(indicator_block)(
@@ -106,8 +115,8 @@ def build_indicators(
             for start, stop in plan
         ]
         blocks: list[IndicatorBlock]
-        blocks, vocabulary_values = compute(_materialise(tasks, show_progress), vocabulary)
-        table = indicator_table(vocabulary_values, blocks)
+        blocks, vocabulary_values, users_per_item = compute(materialise(tasks, show_progress), vocabulary, popularity)
+        table = indicator_table(vocabulary_values, blocks, users_per_item)
     counts = {
         **read_counts,
         "items": table.num_rows,
@@ -133,7 +142,7 @@ def _recent_rows(
         delayed(_recent_bucket)([pieces[b] for pieces in routed], config.ingest.recent) for b in range(n_buckets)
     ]
     sizes = [delayed(_bucket_sizes)(bucket) for bucket in buckets]
-    buckets, sizes, stats = _materialise((buckets, sizes, [pieces[n_buckets] for pieces in routed]), show_progress)
+    buckets, sizes, stats = materialise((buckets, sizes, [pieces[n_buckets] for pieces in routed]), show_progress)
     sizes, stats = compute(sizes, stats)
     counts = {
         "events_read": sum(s["events_read"] for s in stats),
@@ -151,14 +160,14 @@ def _recent_rows(
 
 def _occurrences(
     buckets: list[Delayed], config: IndicatorConfig, show_progress: bool
-) -> tuple[Delayed, Delayed, Delayed]:
-    """Item vocabulary, occurrence matrix and marginals; persisted."""
+) -> tuple[Delayed, Delayed, Delayed, Delayed]:
+    """Item vocabulary, occurrence matrix, marginals and users per item; persisted."""
     vocabulary = delayed(_item_vocabulary)([delayed(_bucket_items)(bucket) for bucket in buckets])
     blocks = [delayed(_occurrence_block)(bucket, vocabulary) for bucket in buckets]
+    users_per_item = delayed(sum)([delayed(_users_per_item)(block) for block in blocks])
     if config.llr_table == "users":
         blocks = [delayed(co.binarise)(block) for block in blocks]
         if config.downsamples:
-            users_per_item = delayed(sum)([delayed(_users_per_item)(block) for block in blocks])
             blocks = [
                 delayed(co.downsample)(
                     block,
@@ -172,7 +181,9 @@ def _occurrences(
             ]
     occurrences = delayed(co.stack_blocks)(blocks)
     margins = delayed(co.marginals)(occurrences, config.llr_table)
-    persisted: tuple[Delayed, Delayed, Delayed] = _materialise((vocabulary, occurrences, margins), show_progress)
+    persisted: tuple[Delayed, Delayed, Delayed, Delayed] = materialise(
+        (vocabulary, occurrences, margins, users_per_item), show_progress
+    )
     return persisted
 
 
@@ -239,7 +250,7 @@ def _bucket_user_keys(bucket: pd.DataFrame) -> np.ndarray:
 # ------------------------------------------------------------------------------------ assembling
 
 
-def indicator_table(vocabulary: pd.Index, blocks: list[IndicatorBlock]) -> pa.Table:
+def indicator_table(vocabulary: pd.Index, blocks: list[IndicatorBlock], users_per_item: np.ndarray) -> pa.Table:
     """The indicators as an Arrow table in item code order (pure).
 
     Parameters
@@ -248,11 +259,14 @@ def indicator_table(vocabulary: pd.Index, blocks: list[IndicatorBlock]) -> pa.Ta
         Item ids by code.
     blocks
         Indicator blocks covering every item code exactly once.
+    users_per_item
+        Users whose kept history has the item, by code.
 
     Returns
     -------
     pyarrow.Table
-        ``item``, ``indicators`` (list of item ids, best first) and ``scores`` (list of float64).
+        ``item``, ``indicators`` (list of item ids, best first), ``scores`` (list of float64)
+        and ``popularity`` (users per item, int64).
     """
     blocks = sorted(blocks, key=lambda b: b.start)
     counts = np.concatenate([b.counts for b in blocks]) if blocks else np.zeros(0, np.int64)
@@ -267,46 +281,12 @@ def indicator_table(vocabulary: pd.Index, blocks: list[IndicatorBlock]) -> pa.Ta
             "item": items,
             "indicators": pa.ListArray.from_arrays(offsets, items.take(pa.array(codes))),
             "scores": pa.ListArray.from_arrays(offsets, pa.array(scores, type=pa.float64())),
+            "popularity": pa.array(np.asarray(users_per_item, dtype=np.int64)),
         }
     )
 
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def _threads() -> int:
-    """Threads the active scheduler runs tasks on."""
-    try:
-        from distributed import get_client
-
-        return max(1, int(sum(get_client().nthreads().values())))
-    except ValueError:
-        return os.cpu_count() or 1
-
-
-def _materialise(collections: Any, show_progress: bool) -> Any:
-    """Persist ``collections`` (any nesting of lists and tuples) and wait until they are in memory,
-    with a progress bar if asked (distributed's when a client is active)."""
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except ValueError:
-        client = None
-    if client is None:
-        if not show_progress:
-            return persist(collections)[0]
-        from dask.diagnostics.progress import ProgressBar
-
-        with ProgressBar():
-            return persist(collections)[0]
-    from distributed import futures_of, progress, wait
-
-    persisted = persist(collections)[0]
-    if show_progress:
-        progress(persisted)
-    wait(futures_of(persisted))
-    return persisted
 
 
 @contextmanager

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from daskrec import BuildConfig, ClusterConfig, ConfigError, IndicatorConfig, IngestConfig
+from daskrec import (
+    BuildConfig,
+    ClusterConfig,
+    ConfigError,
+    IndicatorConfig,
+    IngestConfig,
+)
 from daskrec.cli import cli
 
 

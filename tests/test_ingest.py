@@ -10,13 +10,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import SIMPLE_EVENTS
 from hypothesis import given
 from hypothesis import strategies as st
 
 from daskrec import BuildConfig, IngestConfig, InputError, build_indicators
 from daskrec.ingest import IdKinds, expand_inputs, keep_recent, read_events
-
-from conftest import SIMPLE_EVENTS
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from spec_port import spec_llr, spec_root_llr
 
 from daskrec.llr import llr, root_llr
-from spec_port import spec_llr, spec_root_llr
 
 counts = st.integers(min_value=0, max_value=10**7)
 

@@ -7,8 +7,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from daskrec import output
-from daskrec import BuildConfig, build_indicators, build_manifest, read_indicators, write_output
+from daskrec import (
+    BuildConfig,
+    build_indicators,
+    build_manifest,
+    output,
+    read_indicators,
+    write_output,
+)
 
 
 def test_round_trip_and_manifest(simple_events_csv: Path, tmp_path: Path) -> None:

@@ -7,12 +7,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from daskrec import BuildConfig, IndicatorConfig, IngestConfig, build_indicators, generate_events
-from daskrec.synth import SynthConfig
+from conftest import SIMPLE_COOCCURRENCE, SIMPLE_ROW_SUM, SIMPLE_TOTAL
 from spec_port import spec_indicators, spec_root_llr
 
-from conftest import SIMPLE_COOCCURRENCE, SIMPLE_ROW_SUM, SIMPLE_TOTAL
+from daskrec import (
+    BuildConfig,
+    IndicatorConfig,
+    IngestConfig,
+    build_indicators,
+    generate_events,
+)
+from daskrec.synth import SynthConfig
 
 EVERYTHING = IndicatorConfig(top_k=50, min_llr=0.0)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from daskrec import BuildConfig, IndicatorConfig, build_indicators
+from conftest import REAL_DATASETS, real_dataset
 from spec_port import spec_indicators
 
-from conftest import REAL_DATASETS, real_dataset
+from daskrec import BuildConfig, IndicatorConfig, build_indicators
 
 log = logging.getLogger(__name__)
 

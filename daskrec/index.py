@@ -1,0 +1,289 @@
+"""Write the indicators to Elasticsearch: one document per item, a new generation per build,
+an alias moved atomically once the generation is complete.
+
+Pure functions build every body that is sent (template, documents, bulk actions, alias moves);
+:func:`write_index` sends them. Bulk loading runs on the Dask workers: each reads its own row
+groups of ``indicators.parquet`` and streams them with the client's ``streaming_bulk``, so the
+driver only creates the index and moves the alias.
+
+A failed or interrupted load deletes the new generation and leaves the alias where it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dask.delayed import delayed
+from elasticsearch import Elasticsearch, helpers
+from elasticsearch.exceptions import ApiError, NotFoundError, TransportError
+
+from .config import IndexConfig
+from .errors import IndexingError
+from .es import EsSettings, connect_es
+from .output import INDICATORS_FILE, read_indicators
+from .scheduling import materialise
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "IndexReport",
+    "index_template",
+    "indicator_documents",
+    "bulk_actions",
+    "alias_actions",
+    "stale_generations",
+    "write_index",
+]
+
+INDICATOR_FIELDS = ("indicators",)
+"""Document fields that hold indicator ids (one more per cross-occurrence event type later)."""
+
+_FIRST_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What a load did."""
+
+    index: str
+    """The generation now behind the alias."""
+    documents: int
+    """Documents indexed (one per item)."""
+    deleted: tuple[str, ...]
+    """Old generations removed."""
+
+
+# ------------------------------------------------------------------------------------ pure bodies
+
+
+def generation_name(alias: str, now: dt.datetime) -> str:
+    """``<alias>-<UTC timestamp>``: names sort in creation order."""
+    return f"{alias}-{now.astimezone(dt.timezone.utc):%Y%m%d%H%M%S%f}"
+
+
+def index_template(alias: str) -> dict[str, Any]:
+    """Index template for the generations of ``alias``: explicit keyword mappings (ids are kept
+    exact, never analysed) and no dynamic fields."""
+    keyword = {"type": "keyword"}
+    return {
+        "index_patterns": [f"{alias}-*"],
+        "priority": 500,
+        "template": {
+            "settings": {"number_of_shards": 1},
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {"id": keyword, "popularity": {"type": "long"}, **{f: keyword for f in INDICATOR_FIELDS}},
+            },
+        },
+    }
+
+
+LOADING, COMPLETE = "loading", "complete"
+"""Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind."""
+
+
+def state_mapping(state: str) -> dict[str, Any]:
+    """The mapping update that records a generation's load state in its ``_meta``."""
+    return {"_meta": {"daskrec_state": state}}
+
+
+def loading_settings() -> dict[str, Any]:
+    """Settings of a generation while it loads: no refreshes, no replicas."""
+    return {"index": {"refresh_interval": "-1", "number_of_replicas": 0}}
+
+
+def serving_settings(replicas: int) -> dict[str, Any]:
+    """Settings of a loaded generation: default refreshes, the configured replicas."""
+    return {"index": {"refresh_interval": None, "number_of_replicas": replicas}}
+
+
+def indicator_documents(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """One document per row of an indicators table: ``{"id", "indicators", "popularity"}``.
+
+    Examples
+    --------
+    >>> table = pa.table({"item": [1], "indicators": [[2, 3]], "scores": [[9.0, 6.0]], "popularity": [4]})
+    >>> list(indicator_documents(table))
+    [{'id': 1, 'indicators': [2, 3], 'popularity': 4}]
+    """
+    columns = [c for c in ("indicators", "popularity") if c in table.column_names]
+    for batch in table.select(["item", *columns]).to_batches():
+        for row in batch.to_pylist():
+            yield {"id": row.pop("item"), **row}
+
+
+def bulk_actions(documents: Iterable[dict[str, Any]], index: str) -> Iterator[dict[str, Any]]:
+    """Bulk ``index`` actions: ``_id`` is the item id as text, the body the document."""
+    for document in documents:
+        yield {"_op_type": "index", "_index": index, "_id": str(document["id"]), "_source": document}
+
+
+def alias_actions(alias: str, new_index: str, current: Iterable[str]) -> dict[str, Any]:
+    """One ``_aliases`` body that moves ``alias`` from ``current`` indices to ``new_index`` atomically."""
+    actions: list[dict[str, Any]] = [{"remove": {"index": index, "alias": alias}} for index in sorted(current)]
+    actions.append({"add": {"index": new_index, "alias": alias, "is_write_index": True}})
+    return {"actions": actions}
+
+
+def stale_generations(alias: str, indices: Iterable[str], keep: int, live: str) -> list[str]:
+    """Generations of ``alias`` beyond the newest ``keep`` (never ``live``)."""
+    generations = sorted((i for i in indices if i.startswith(f"{alias}-") and i[len(alias) + 1 :].isdigit()), reverse=True)
+    return [index for index in generations[keep:] if index != live]
+
+
+# --------------------------------------------------------------------------------------------- I/O
+
+
+def write_index(
+    out_dir: str, settings: EsSettings, config: IndexConfig = IndexConfig(), *, show_progress: bool = False
+) -> IndexReport:
+    """Load the build in ``out_dir`` into a new generation and move ``config.alias`` to it.
+
+    Parameters
+    ----------
+    out_dir
+        A folder written by ``daskrec build`` (path or fsspec URL every worker can read).
+    settings
+        Where Elasticsearch is and how to authenticate.
+    config
+        Alias, generations kept, replicas, bulk sizes.
+    show_progress
+        Show a progress bar over the bulk tasks.
+
+    Returns
+    -------
+    IndexReport
+
+    Raises
+    ------
+    ServiceError
+        Elasticsearch is unreachable, refuses the credentials, or is of another major version.
+    IndexingError
+        Documents were rejected, or the count did not match; the new generation was deleted and
+        the alias was left where it was.
+    """
+    client = connect_es(settings)
+    expected = read_indicators(out_dir).num_rows  # also checks the build is complete
+    _check_alias_name_is_free(client, config.alias)
+    _delete_abandoned_loads(client, config.alias)
+    client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias))
+    new_index = generation_name(config.alias, dt.datetime.now(dt.timezone.utc))
+    client.indices.create(index=new_index, settings=loading_settings(), mappings=state_mapping(LOADING))
+    log.info("index: loading %d documents into %s", expected, new_index)
+    try:
+        url = f"{out_dir.rstrip('/')}/{INDICATORS_FILE}"
+        with fsspec.open(url, "rb") as handle:
+            row_groups = pq.ParquetFile(handle).metadata.num_row_groups
+        tasks = [
+            delayed(_load_row_group)(url, group, settings, new_index, config.chunk_size, config.max_chunk_bytes)
+            for group in range(row_groups)
+        ]
+        results = _compute(materialise(tasks, show_progress))
+        failed = sum(r[1] for r in results)
+        if failed:
+            reasons = [reason for r in results for reason in r[2]][:_FIRST_ERRORS]
+            raise IndexingError(
+                f"{failed} documents were rejected; first reasons: {reasons}; the alias {config.alias!r} was not moved."
+            )
+        client.indices.put_settings(index=new_index, settings=serving_settings(config.replicas))
+        client.indices.refresh(index=new_index)
+        indexed = int(client.count(index=new_index)["count"])
+        if indexed != expected:
+            raise IndexingError(f"{new_index} holds {indexed} documents, expected {expected}; the alias was not moved.")
+        client.indices.put_mapping(index=new_index, **state_mapping(COMPLETE))
+        current = _alias_targets(client, config.alias)
+        client.indices.update_aliases(**alias_actions(config.alias, new_index, current))
+    except (ApiError, TransportError) as err:
+        _delete_quietly(client, new_index)
+        raise IndexingError(
+            f"loading {new_index} failed ({type(err).__name__}: {err}); the alias {config.alias!r} was not moved. "
+            "Fix the cause and rerun: a partial generation left behind is removed then."
+        ) from None
+    except BaseException:
+        _delete_quietly(client, new_index)
+        raise
+    all_indices = client.indices.get(index=f"{config.alias}-*", expand_wildcards="open,closed").keys()
+    deleted = stale_generations(config.alias, all_indices, config.keep, new_index)
+    for index in deleted:
+        client.indices.delete(index=index, ignore_unavailable=True)
+    log.info("index: %s now serves %d documents (deleted %s)", config.alias, indexed, list(deleted) or "none")
+    return IndexReport(index=new_index, documents=indexed, deleted=tuple(deleted))
+
+
+def _compute(persisted: list[Any]) -> list[tuple[int, int, list[str]]]:
+    from dask.base import compute
+
+    results: list[tuple[int, int, list[str]]] = list(compute(persisted)[0])
+    return results
+
+
+def _load_row_group(
+    url: str, group: int, settings: EsSettings, index: str, chunk_size: int, max_chunk_bytes: int
+) -> tuple[int, int, list[str]]:
+    """Stream one row group's documents to ``index`` (runs on a worker); (indexed, failed, reasons)."""
+    with fsspec.open(url, "rb") as handle:
+        table = pq.ParquetFile(handle).read_row_group(group)
+    client = Elasticsearch(**settings.client_options())
+    indexed, failed = 0, 0
+    reasons: list[str] = []
+    try:
+        for ok, item in helpers.streaming_bulk(
+            client,
+            bulk_actions(indicator_documents(table), index),
+            chunk_size=chunk_size,
+            max_chunk_bytes=max_chunk_bytes,
+            max_retries=settings.max_retries,
+            initial_backoff=0.5,
+            max_backoff=10.0,
+            raise_on_error=False,
+        ):
+            if ok:
+                indexed += 1
+            else:
+                failed += 1
+                if len(reasons) < _FIRST_ERRORS:
+                    error = next(iter(item.values()))
+                    reasons.append(f"{error.get('_id')}: {error.get('error')}")
+    finally:
+        client.close()
+    return indexed, failed, reasons
+
+
+def _check_alias_name_is_free(client: Elasticsearch, alias: str) -> None:
+    if client.indices.exists(index=alias) and not client.indices.exists_alias(name=alias):
+        raise IndexingError(
+            f"{alias!r} is a concrete index, not an alias; delete or rename it, or choose another --index."
+        )
+
+
+def _alias_targets(client: Elasticsearch, alias: str) -> list[str]:
+    try:
+        return list(client.indices.get_alias(name=alias).keys())
+    except NotFoundError:
+        return []
+
+
+def _delete_abandoned_loads(client: Elasticsearch, alias: str) -> None:
+    """Delete generations whose load never completed (a crash, a kill, a lost connection)."""
+    live = set(_alias_targets(client, alias))
+    mappings = client.indices.get_mapping(index=f"{alias}-*", allow_no_indices=True, ignore_unavailable=True)
+    for index, mapping in mappings.items():
+        state = mapping.get("mappings", {}).get("_meta", {}).get("daskrec_state")
+        if state == LOADING and index not in live:
+            client.indices.delete(index=index, ignore_unavailable=True)
+            log.warning("index: deleted %s, left behind by an interrupted load", index)
+
+
+def _delete_quietly(client: Elasticsearch, index: str) -> None:
+    try:
+        client.indices.delete(index=index, ignore_unavailable=True)
+        log.warning("index: removed the partial generation %s; the alias was not moved", index)
+    except Exception as err:  # noqa: BLE001 - the first failure is the one to report
+        log.error("index: could not remove the partial generation %s (%s); delete it by hand", index, err)

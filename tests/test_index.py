@@ -1,0 +1,96 @@
+"""The bodies sent to Elasticsearch and the connection settings (no server needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pyarrow as pa
+import pytest
+
+from daskrec import ConfigError, IndexConfig, ServiceError
+from daskrec.es import EsSettings, connect_es
+from daskrec.index import (
+    alias_actions,
+    bulk_actions,
+    generation_name,
+    index_template,
+    indicator_documents,
+    stale_generations,
+)
+from daskrec.serve import history_query, popularity_query
+
+
+def test_documents_and_actions_keep_ids_exact() -> None:
+    table = pa.table(
+        {"item": ["a b", "x-1"], "indicators": [["x-1"], []], "scores": [[7.5], []], "popularity": [3, 1]}
+    )
+    documents = list(indicator_documents(table))
+    assert documents == [
+        {"id": "a b", "indicators": ["x-1"], "popularity": 3},
+        {"id": "x-1", "indicators": [], "popularity": 1},
+    ]
+    actions = list(bulk_actions(documents, "items2-1"))
+    assert [a["_id"] for a in actions] == ["a b", "x-1"] and actions[0]["_index"] == "items2-1"
+    integers = list(bulk_actions(indicator_documents(pa.table({"item": [5], "indicators": [[6]], "popularity": [1]})), "i"))
+    assert integers[0]["_id"] == "5" and integers[0]["_source"]["id"] == 5
+
+
+def test_template_maps_ids_as_keywords_and_forbids_dynamic_fields() -> None:
+    template = index_template("items2")
+    assert template["index_patterns"] == ["items2-*"]
+    mappings = template["template"]["mappings"]
+    assert mappings["dynamic"] == "strict"
+    assert mappings["properties"]["id"] == {"type": "keyword"}
+    assert mappings["properties"]["indicators"] == {"type": "keyword"}
+
+
+def test_generations_sort_in_time_order_and_old_ones_go() -> None:
+    first = generation_name("items2", dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc))
+    assert first == "items2-20260102030405000006"
+    names = [f"items2-2026010{d}000000000000" for d in range(1, 6)] + ["items2-other", "items3-20260101000000000000"]
+    assert stale_generations("items2", names, keep=2, live="items2-20260105000000000000") == [
+        "items2-20260103000000000000",
+        "items2-20260102000000000000",
+        "items2-20260101000000000000",
+    ]
+
+
+def test_alias_moves_in_one_call() -> None:
+    body = alias_actions("items2", "items2-new", ["items2-old"])
+    assert body["actions"] == [
+        {"remove": {"index": "items2-old", "alias": "items2"}},
+        {"add": {"index": "items2-new", "alias": "items2", "is_write_index": True}},
+    ]
+
+
+def test_history_query_has_a_term_clause_per_item_and_excludes_the_history() -> None:
+    body = history_query([1, "b c"], 5, {"indicators": 1.0, "view_indicators": 0.5})
+    clauses = body["query"]["bool"]["should"]
+    assert {"term": {"indicators": {"value": "b c", "boost": 1.0}}} in clauses
+    assert {"term": {"view_indicators": {"value": "1", "boost": 0.5}}} in clauses
+    assert len(clauses) == 4 and body["size"] == 5
+    assert body["query"]["bool"]["must_not"] == [{"ids": {"values": ["1", "b c"]}}]
+    backfill = popularity_query(["1"], 3)
+    assert backfill["sort"][0] == {"popularity": "desc"} and backfill["size"] == 3
+
+
+def test_settings_validate_and_hide_secrets() -> None:
+    settings = EsSettings(url="https://es:9200", api_key="c2VjcmV0LWtleQ==")
+    assert "c2VjcmV0" not in repr(settings)
+    assert EsSettings(username="u", password="hunter2").client_options()["basic_auth"] == ("u", "hunter2")
+    assert "hunter2" not in repr(EsSettings(username="u", password="hunter2"))
+    for bad in (dict(url="es:9200"), dict(username="u"), dict(api_key="k", username="u", password="p")):
+        with pytest.raises(ConfigError):
+            EsSettings(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="alias"):
+        IndexConfig(alias="Items 2")
+
+
+def test_unreachable_server_is_a_clear_error_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = EsSettings(url="http://127.0.0.1:9", api_key="do-not-print-me", max_retries=0, request_timeout=2)
+    with pytest.raises(ServiceError, match="unreachable") as caught:
+        connect_es(settings)
+    assert "do-not-print-me" not in str(caught.value)
+    assert "do-not-print-me" not in caplog.text
