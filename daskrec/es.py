@@ -18,6 +18,7 @@ from elasticsearch.exceptions import (
     AuthorizationException,
 )
 from elasticsearch.exceptions import ConnectionError as EsConnectionError
+from elasticsearch.serializer import OrjsonSerializer
 
 from .errors import ConfigError, ServiceError
 
@@ -68,6 +69,7 @@ class EsSettings:
         """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
         options: dict[str, Any] = {
             "hosts": [self.url],
+            "serializer": OrjsonSerializer(),  # bulk bodies are mostly JSON encoding on the client
             "request_timeout": self.request_timeout,
             "max_retries": self.max_retries,
             "retry_on_status": (429, 502, 503, 504),

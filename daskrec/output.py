@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 __all__ = ["INDICATORS_FILE", "MANIFEST_FILE", "build_manifest", "write_output", "read_indicators"]
 
 INDICATORS_FILE = "indicators.parquet"
-ROW_GROUP_ROWS = 16_384
+ROW_GROUP_ROWS = 4096
 """Items per Parquet row group: the unit of parallel bulk indexing."""
 MANIFEST_FILE = "manifest.json"
 

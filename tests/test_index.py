@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 
 import pyarrow as pa
@@ -31,9 +32,10 @@ def test_documents_and_actions_keep_ids_exact() -> None:
         {"id": "x-1", "indicators": [], "popularity": 1},
     ]
     actions = list(bulk_actions(documents, "items2-1"))
-    assert [a["_id"] for a in actions] == ["a b", "x-1"] and actions[0]["_index"] == "items2-1"
+    assert [a["index"]["_id"] for a, _ in actions] == ["a b", "x-1"] and actions[0][0]["index"]["_index"] == "items2-1"
+    assert json.loads(actions[0][1]) == documents[0]
     integers = list(bulk_actions(indicator_documents(pa.table({"item": [5], "indicators": [[6]], "popularity": [1]})), "i"))
-    assert integers[0]["_id"] == "5" and integers[0]["_source"]["id"] == 5
+    assert integers[0][0]["index"]["_id"] == "5" and json.loads(integers[0][1])["id"] == 5
 
 
 def test_template_maps_ids_as_keywords_and_forbids_dynamic_fields() -> None:
@@ -42,7 +44,7 @@ def test_template_maps_ids_as_keywords_and_forbids_dynamic_fields() -> None:
     mappings = template["template"]["mappings"]
     assert mappings["dynamic"] == "strict"
     assert mappings["properties"]["id"] == {"type": "keyword"}
-    assert mappings["properties"]["indicators"] == {"type": "keyword"}
+    assert mappings["properties"]["indicators"] == {"type": "keyword", "doc_values": False}
 
 
 def test_generations_sort_in_time_order_and_old_ones_go() -> None:
