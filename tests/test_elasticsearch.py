@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import REAL_DATASETS, real_dataset
 from elasticsearch import Elasticsearch, helpers
@@ -239,3 +241,29 @@ def test_node_killed_mid_load(spare: EsSettings, many_items: Path, tmp_path: Pat
     with connect_es(spare) as client:
         assert list(client.indices.get(index="killed-*")) == sorted([live.index, rerun.index])
         assert client.count(index="killed")["count"] == 70_000
+
+
+def test_command_line_build_index_and_query(tmp_path: Path, es_settings: EsSettings, alias: str) -> None:
+    def daskrec(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DASKREC_ES_URL": es_settings.url}
+        return subprocess.run([sys.executable, "-m", "daskrec", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    dataset = str(real_dataset("ml-latest-small"))
+    built = daskrec("build", dataset, "--out", "out", "--es-url", es_settings.url, "--index", alias,
+                    "--no-progress", "--dashboard-address", ":0")
+    assert built.returncode == 0, built.stderr
+    assert f"now behind alias {alias!r}" in built.stderr
+    table = pq.read_table(tmp_path / "out" / "indicators.parquet").to_pylist()
+    item = next(r for r in table if len(r["indicators"]) >= 2)
+    shown = daskrec("similar", str(item["item"]), "--index", alias)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split() == [str(i) for i in item["indicators"]]
+    recommended = daskrec("recommend", "--history", ",".join(map(str, item["indicators"][:2])), "-k", "5",
+                          "--index", alias)
+    assert recommended.returncode == 0 and len(recommended.stdout.splitlines()) == 5
+    unknown = daskrec("similar", "no-such-item", "--index", alias)
+    assert unknown.returncode == 2 and "not in index" in unknown.stderr
+    down = daskrec("build", dataset, "--out", "out2", "--es-url", "http://127.0.0.1:9", "--no-progress")
+    assert down.returncode == 2 and "unreachable" in down.stderr
+    assert not (tmp_path / "out2").exists()  # it failed before building anything
