@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from dask.delayed import Delayed, delayed
 
 from . import cooccurrence as co
 from .config import BuildConfig, IndicatorConfig
-from .errors import InputError
+from .errors import DataWarning, InputError
 from .indicators import IndicatorBlock, indicator_block
 from .ingest import (
     REQUIRED_COLUMNS,
@@ -154,7 +155,13 @@ def _recent_rows(
     for column in REQUIRED_COLUMNS:
         counts[f"skipped_bad_{column}"] = sum(s[f"skipped_bad_{column}"] for s in stats)
     if counts["events_skipped"]:
-        log.warning("ingest: skipped %d malformed rows", counts["events_skipped"])
+        by_column = {c: counts[f"skipped_bad_{c}"] for c in REQUIRED_COLUMNS if counts[f"skipped_bad_{c}"]}
+        warnings.warn(
+            f"skipped {counts['events_skipped']} malformed rows (by first bad column: {by_column}); "
+            "the manifest counts them. Use on_bad_rows='error' to stop at the first one instead.",
+            DataWarning,
+            stacklevel=3,
+        )
     return list(buckets), counts
 
 

@@ -14,7 +14,7 @@ from conftest import SIMPLE_EVENTS
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daskrec import BuildConfig, IngestConfig, InputError, build_indicators
+from daskrec import BuildConfig, DataWarning, IngestConfig, InputError, build_indicators
 from daskrec.ingest import IdKinds, expand_inputs, keep_recent, read_events
 
 
@@ -137,7 +137,8 @@ def test_skip_drops_and_counts_bad_rows(tmp_path: Path) -> None:
     frame.loc[12, "visitorid"] = None
     path = tmp_path / "some-bad.csv"
     frame.to_csv(path, index=False)
-    result = build_indicators([str(path)], BuildConfig(ingest=IngestConfig(on_bad_rows="skip")))
+    with pytest.warns(DataWarning, match="skipped 3 malformed rows"):
+        result = build_indicators([str(path)], BuildConfig(ingest=IngestConfig(on_bad_rows="skip")))
     assert result.counts["events_skipped"] == 3
     assert result.counts["skipped_bad_timestamp"] == 2 and result.counts["skipped_bad_visitorid"] == 1
     assert result.counts["events_kept"] == 57
