@@ -29,7 +29,7 @@ from elasticsearch.exceptions import ApiError, NotFoundError, TransportError
 from .config import IndexConfig
 from .errors import IndexingError
 from .es import EsSettings, connect_es
-from .output import INDICATORS_FILE, read_indicators
+from .output import indicators_url
 from .scheduling import materialise
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,10 @@ def write_index(
         the alias was left where it was.
     """
     client = connect_es(settings)
-    expected = read_indicators(out_dir).num_rows  # also checks the build is complete
+    url = indicators_url(out_dir)  # checks the build is complete
+    with fsspec.open(url, "rb") as handle:
+        metadata = pq.ParquetFile(handle).metadata  # the footer only: the workers read the rows
+    expected, row_groups = metadata.num_rows, metadata.num_row_groups
     _check_alias_name_is_free(client, config.alias)
     _delete_abandoned_loads(client, config.alias)
     client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias))
@@ -201,9 +204,6 @@ def write_index(
     client.indices.create(index=new_index, settings=loading_settings(), mappings=state_mapping(LOADING))
     log.info("index: loading %d documents into %s", expected, new_index)
     try:
-        url = f"{out_dir.rstrip('/')}/{INDICATORS_FILE}"
-        with fsspec.open(url, "rb") as handle:
-            row_groups = pq.ParquetFile(handle).metadata.num_row_groups
         tasks = [
             delayed(_load_row_group)(url, group, settings, new_index, config.chunk_size, config.max_chunk_bytes)
             for group in range(row_groups)

@@ -24,7 +24,7 @@ from .pipeline import BuildResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INDICATORS_FILE", "MANIFEST_FILE", "build_manifest", "write_output", "read_indicators"]
+__all__ = ["INDICATORS_FILE", "MANIFEST_FILE", "build_manifest", "write_output", "read_indicators", "indicators_url"]
 
 INDICATORS_FILE = "indicators.parquet"
 ROW_GROUP_ROWS = 4096
@@ -82,8 +82,8 @@ def write_output(out_dir: str, table: pa.Table, manifest: dict[str, Any]) -> Non
     log.info("output: %d items written to %s", table.num_rows, out_dir)
 
 
-def read_indicators(out_dir: str) -> pa.Table:
-    """The indicators table of a complete build in ``out_dir``.
+def indicators_url(out_dir: str) -> str:
+    """The URL of the indicators table of a complete build in ``out_dir``.
 
     Raises
     ------
@@ -93,5 +93,16 @@ def read_indicators(out_dir: str) -> pa.Table:
     fs, root = fsspec.core.url_to_fs(out_dir)
     if not fs.exists(f"{root}/{MANIFEST_FILE}"):
         raise FileNotFoundError(f"{out_dir} holds no complete build (no {MANIFEST_FILE}); run `daskrec build` first.")
-    with fs.open(f"{root}/{INDICATORS_FILE}", "rb") as f:
+    return f"{out_dir.rstrip('/')}/{INDICATORS_FILE}"
+
+
+def read_indicators(out_dir: str) -> pa.Table:
+    """The indicators table of a complete build in ``out_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``out_dir`` holds no complete build (no manifest).
+    """
+    with fsspec.open(indicators_url(out_dir), "rb") as f:
         return pq.read_table(f)
