@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test test-fast typecheck bench bench-index dask-up dask-down es-up es-down clean
+.PHONY: venv demo test test-fast typecheck bench bench-index bench-outofcore dask-up dask-down es-up es-down clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,13 @@ typecheck: venv
 bench: venv
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode all --json bench/results/build-10M-all.json
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode transaction --json bench/results/build-10M-transaction.json
+
+## bench-outofcore: a 100M-event build (3.5 GB) under a 1.1 GB worker memory limit vs unlimited, and
+## the scaling runs at 1M..100M events with their plot (generates the logs once, ~10 GB of disk)
+bench-outofcore: venv
+	$(BIN)/python bench/bench_outofcore.py --events 100000000 --memory-limit 1.1GB \
+		--scaling 1000000,10000000,50000000,100000000 \
+		--json bench/results/outofcore.json --plot bench/results/outofcore.png
 
 ## dask-up / dask-down: a scheduler and two worker processes on loopback (see cluster/README.md)
 dask-up: venv

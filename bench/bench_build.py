@@ -13,49 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import psutil
-import pyarrow.parquet as pq
-
-from daskrec import SynthConfig, generate_events
-
-HERE = Path(__file__).resolve().parent
-
-
-def run_measured(command: list[str]) -> tuple[float, float]:
-    """Run ``command``; return (wall seconds, peak GB of RSS summed over its process tree)."""
-    started = time.perf_counter()
-    process = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    wall = time.perf_counter() - started
-    if process.returncode != 0:
-        sys.exit(f"{command[:4]} failed:\n{process.stderr.read().decode() if process.stderr else ''}")
-    return wall, peak / 1e9
-
-
-def outputs_match(ours: Path, reference: Path) -> bool:
-    """Same items, same indicator lists, scores within 1e-9 relative."""
-    a, b = pq.read_table(ours), pq.read_table(reference)
-    if a.column("item").to_pylist() != b.column("item").to_pylist():
-        return False
-    if a.column("indicators").to_pylist() != b.column("indicators").to_pylist():
-        return False
-    x = a.column("scores").combine_chunks().flatten().to_numpy()
-    y = b.column("scores").combine_chunks().flatten().to_numpy()
-    return bool(np.allclose(x, y, rtol=1e-9, atol=0))
+from measure import HERE, events_file, outputs_match, run_measured
 
 
 def main() -> None:
@@ -67,10 +29,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    data = args.data_dir / f"events-{args.events}-seed{args.seed}.csv"
-    if not data.exists():
-        print(f"generating {data} ...", file=sys.stderr)
-        generate_events(str(data), SynthConfig(events=args.events, seed=args.seed))
+    data = events_file(args.events, args.seed, args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         out, ref = Path(tmp) / "daskrec", Path(tmp) / "reference.parquet"
         event = "all" if args.mode == "all" else "transaction"
@@ -88,8 +47,8 @@ def main() -> None:
             "daskrec_s": round(daskrec_s, 2),
             "reference_s": round(reference_s, 2),
             "ratio": round(daskrec_s / reference_s, 3),
-            "daskrec_peak_gb": round(daskrec_peak, 2),
-            "reference_peak_gb": round(reference_peak, 2),
+            "daskrec_peak_gb": round(daskrec_peak / 1e9, 2),
+            "reference_peak_gb": round(reference_peak / 1e9, 2),
             "outputs_match": outputs_match(out / "indicators.parquet", ref),
             "items": manifest["counts"]["items"],
             "items_with_indicators": manifest["counts"]["items_with_indicators"],

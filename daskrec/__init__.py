@@ -28,8 +28,8 @@ from .errors import (
 from .es import EsSettings, connect_es
 from .index import IndexReport, write_index
 from .llr import llr, root_llr
-from .output import build_manifest, read_indicators, write_output
-from .pipeline import BuildResult, build_indicators
+from .output import build_manifest, read_indicators, write_build, write_output
+from .pipeline import BuildReport, BuildResult, build_indicators
 from .serve import Recommendation, recommend, similar
 from .synth import SynthConfig, generate_events
 
@@ -41,6 +41,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "ALL_EVENTS",
     "BuildConfig",
+    "BuildReport",
     "BuildResult",
     "ClusterConfig",
     "ConfigError",
@@ -67,6 +68,7 @@ __all__ = [
     "recommend",
     "root_llr",
     "similar",
+    "write_build",
     "write_index",
     "write_output",
 ]

@@ -6,12 +6,13 @@ how to fix it), 1 anything else. ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -87,6 +88,19 @@ def es_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@contextlib.contextmanager
+def _reporting(path: str | None) -> Iterator[None]:
+    """Record Dask's performance report of the enclosed work into ``path`` (if given)."""
+    if path is None:
+        yield
+        return
+    from distributed import performance_report
+
+    with performance_report(filename=path):
+        yield
+    click.echo(f"Dask performance report: {path}", err=True)
+
+
 def _event_types(value: str) -> tuple[str, ...] | None:
     types = tuple(t.strip() for t in value.split(",") if t.strip())
     return None if types == (ALL_EVENTS,) else types
@@ -139,6 +153,7 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 @click.option("--memory-limit", default=None, help=_doc(ClusterConfig, "memory_limit"))
 @click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--report", "report_path", default=None, help="Write Dask's performance report (HTML) of the run here.")
 @click.option(
     "--es-url", envvar="DASKREC_ES_URL", default=None, help="Also index the result into Elasticsearch at this URL."
 )
@@ -165,6 +180,7 @@ def build(
     memory_limit: str | None,
     dashboard_address: str,
     progress: bool,
+    report_path: str | None,
     es_url: str | None,
     alias: str,
     keep: int,
@@ -173,8 +189,7 @@ def build(
     with --es-url, index them too."""
     from .cluster import connect
     from .ingest import expand_inputs
-    from .output import build_manifest, write_output
-    from .pipeline import build_indicators
+    from .output import write_build
 
     config = BuildConfig(
         ingest=IngestConfig(
@@ -193,7 +208,7 @@ def build(
         ),
     )
     cluster = ClusterConfig(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit)
-    files = expand_inputs(events)  # fail on a bad path or header before starting any cluster
+    expand_inputs(events)  # fail on a bad path or header before starting any cluster
     quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
     index_config = IndexConfig(alias=alias, keep=keep)
     es = None
@@ -202,20 +217,21 @@ def build(
 
         es = _settings_from_environment(es_url)
         connect_es(es).close()  # a wrong URL, credentials or version fails now, not after the build
-    with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client:
+    with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client, _reporting(
+        report_path
+    ):
         click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-        result = build_indicators(files, config, show_progress=progress)
-        write_output(out_dir, result.table, build_manifest(events, config, result))
+        built = write_build(events, out_dir, config, show_progress=progress)
         if es is not None:
             from .index import write_index
 
-            report = write_index(out_dir, es, index_config, show_progress=progress)
-            click.echo(f"{report.documents} documents in {report.index}, now behind alias {alias!r}", err=True)
-    counts = result.counts
+            indexed = write_index(out_dir, es, index_config, show_progress=progress)
+            click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {alias!r}", err=True)
+    counts = built.counts
     click.echo(
         f"{counts['items']} items ({counts['items_with_indicators']} with indicators) from "
         f"{counts['events_kept']} of {counts['events_read']} events, {counts['users']} users "
-        f"in {sum(result.timings.values()):.1f}s -> {out_dir}"
+        f"in {sum(built.timings.values()):.1f}s -> {out_dir}"
     )
 
 
@@ -257,6 +273,7 @@ def show(out_dir: str, n_items: int) -> None:
 @click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
 @click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--report", "report_path", default=None, help="Write Dask's performance report (HTML) of the run here.")
 @click.pass_context
 def index_command(
     ctx: click.Context,
@@ -269,6 +286,7 @@ def index_command(
     scheduler: str | None,
     dashboard_address: str,
     progress: bool,
+    report_path: str | None,
 ) -> None:
     """Index the build in OUT_DIR into a new generation and move the alias to it."""
     from .cluster import connect
@@ -277,7 +295,9 @@ def index_command(
     config = IndexConfig(alias=alias, keep=keep, replicas=replicas)
     quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
     cluster = ClusterConfig(scheduler=scheduler, workers=workers)
-    with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client:
+    with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client, _reporting(
+        report_path
+    ):
         click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
         report = write_index(out_dir, es, config, show_progress=progress)
     click.echo(f"{report.documents} documents in {report.index}, now behind alias {alias!r}")

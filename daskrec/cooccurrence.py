@@ -16,13 +16,27 @@ Counts are int64 throughout: an int8 or int16 occurrence matrix wraps silently i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["Occurrences", "Marginals", "occurrence_block", "stack_blocks", "marginals", "downsample", "item_blocks"]
+__all__ = [
+    "Occurrences",
+    "Marginals",
+    "BlockSummary",
+    "occurrence_block",
+    "stack_blocks",
+    "marginals",
+    "summarise",
+    "combine_summaries",
+    "item_rows",
+    "downsample",
+    "split_by_work",
+]
 
 COUNT_DTYPE = np.int64
 """Type of occurrence and co-occurrence counts."""
@@ -91,6 +105,86 @@ def stack_blocks(blocks: list[sp.csr_array]) -> Occurrences:
     return Occurrences(by_user=by_user, by_item=by_item)
 
 
+def item_rows(blocks: Iterable[sp.csr_array], start: int, stop: int) -> Occurrences:
+    """What the co-occurrence rows of the items ``[start, stop)`` read, from user blocks with
+    sorted indices (disjoint users, the same item columns), taken one at a time.
+
+    ``by_user`` holds the whole rows of the users who have one of those items, and only them;
+    ``by_item`` holds only the columns ``[start, stop)`` (the others are empty).
+    """
+    pieces = []
+    n_items = 0
+    for block in blocks:
+        n_items = block.shape[1]
+        pieces.append(_rows_touching(block.indptr, block.indices, block.data, start, stop))
+    lengths = np.concatenate([np.diff(indptr) for indptr, _, _ in pieces])
+    indptr = np.r_[0, np.cumsum(lengths)]
+    indices = np.concatenate([piece[1] for piece in pieces])
+    data = np.concatenate([piece[2] for piece in pieces])
+    del pieces
+    item_indptr, item_users, item_data = _columns(indptr, indices, data, start, stop, n_items)
+    shape = (len(indptr) - 1, n_items)
+    return Occurrences(
+        by_user=sp.csr_array((data, indices, indptr), shape=shape),
+        by_item=sp.csc_array((item_data, item_users, item_indptr), shape=shape),
+    )
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_touching(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_rows = len(indptr) - 1
+    hit = np.zeros(n_rows, dtype=np.bool_)
+    n_hit = 0
+    n_entries = 0
+    for row in range(n_rows):
+        for q in range(indptr[row], indptr[row + 1]):
+            if start <= indices[q] < stop:
+                hit[row] = True
+                n_hit += 1
+                n_entries += indptr[row + 1] - indptr[row]
+                break
+    out_indptr = np.zeros(n_hit + 1, dtype=np.int64)
+    out_indices = np.empty(n_entries, dtype=np.int64)
+    out_data = np.empty(n_entries, dtype=np.int64)
+    filled = 0
+    out_row = 0
+    for row in range(n_rows):
+        if hit[row]:
+            for q in range(indptr[row], indptr[row + 1]):
+                out_indices[filled] = indices[q]
+                out_data[filled] = data[q]
+                filled += 1
+            out_row += 1
+            out_indptr[out_row] = filled
+    return out_indptr, out_indices, out_data
+
+
+@numba.njit(nogil=True, cache=True)
+def _columns(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, start: int, stop: int, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The columns ``[start, stop)`` of a CSR matrix in CSC layout (rows ascending)."""
+    item_indptr = np.zeros(n_items + 1, dtype=np.int64)
+    for q in range(len(indices)):
+        if start <= indices[q] < stop:
+            item_indptr[indices[q] + 1] += 1
+    for j in range(n_items):
+        item_indptr[j + 1] += item_indptr[j]
+    filled = item_indptr[:-1].copy()
+    users = np.empty(item_indptr[-1], dtype=np.int64)
+    values = np.empty(item_indptr[-1], dtype=data.dtype)
+    for row in range(len(indptr) - 1):
+        for q in range(indptr[row], indptr[row + 1]):
+            j = indices[q]
+            if start <= j < stop:
+                users[filled[j]] = row
+                values[filled[j]] = data[q]
+                filled[j] += 1
+    return item_indptr, users, values
+
+
 def binarise(block: sp.csr_array) -> sp.csr_array:
     """The block with every stored count set to 1."""
     ones = block.copy()
@@ -116,6 +210,49 @@ def marginals(occurrences: Occurrences, llr_table: str) -> Marginals:
     off_diagonal = by_item.data * (user_total[by_item.indices] - by_item.data)
     row_sum = segment_sums(off_diagonal, by_item.indptr)
     return Marginals(row_sum=row_sum, column_sum=row_sum, total=int(row_sum.sum()))
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """What a block of users adds to the item-wide arrays; summed over blocks with
+    :func:`combine_summaries` they give the marginals and the work of every item row."""
+
+    margins: Marginals
+    work: np.ndarray
+    """Per item, ``Σ_{u has i} |items of u|``: the multiply-adds its co-occurrence row costs,
+    and a bound on the entries of the rows it reads (float64, exact below 2**53)."""
+    entries: int
+    """Stored (user, item) entries."""
+
+
+def summarise(block: sp.csr_array, llr_table: str) -> BlockSummary:
+    """The :class:`BlockSummary` of one block of users (pure)."""
+    occurrences = stack_blocks([block])
+    items_per_user = np.diff(occurrences.by_user.indptr).astype(np.float64)
+    by_item = occurrences.by_item
+    item_of_entry = np.repeat(np.arange(occurrences.n_items), np.diff(by_item.indptr))
+    work = np.bincount(item_of_entry, weights=items_per_user[by_item.indices], minlength=occurrences.n_items)
+    return BlockSummary(margins=marginals(occurrences, llr_table), work=work, entries=int(block.nnz))
+
+
+def combine_summaries(summaries: list[BlockSummary]) -> BlockSummary:
+    """The summary of the union of disjoint user blocks: every count adds up (exact int64).
+
+    Symmetric tables (one array for both sums) stay one array.
+    """
+    first = summaries[0].margins
+    symmetric = first.column_sum is first.row_sum
+    row_sum, total = first.row_sum.copy(), first.total
+    column_sum = row_sum if symmetric else first.column_sum.copy()
+    work = summaries[0].work.astype(np.float64)  # np.bincount gives int64 for an empty block
+    for summary in summaries[1:]:
+        row_sum += summary.margins.row_sum
+        if not symmetric:
+            column_sum += summary.margins.column_sum
+        total += summary.margins.total
+        work += summary.work
+    margins = Marginals(row_sum=row_sum, column_sum=column_sum, total=total)
+    return BlockSummary(margins=margins, work=work, entries=sum(s.entries for s in summaries))
 
 
 def segment_sums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
@@ -177,19 +314,15 @@ def downsample(
     return kept
 
 
-def item_blocks(occurrences: Occurrences, n_blocks: int) -> list[tuple[int, int]]:
+def split_by_work(work: np.ndarray, n_blocks: int) -> list[tuple[int, int]]:
     """Split the items into at most ``n_blocks`` contiguous ranges of about equal work.
 
-    The work of item ``i`` is ``Σ_{u has i} |items of u|``: the multiply-adds that its row of
-    the co-occurrence matrix costs. Equal-count ranges would not do: popular items cost far more.
+    ``work`` is :attr:`BlockSummary.work`. Equal-count ranges would not do: popular items cost
+    far more. An item heavier than a share stays alone in its range.
     """
-    if occurrences.n_items == 0:
+    if len(work) == 0:
         return []
-    items_per_user = np.diff(occurrences.by_user.indptr).astype(np.float64)
-    by_item = occurrences.by_item
-    item_of_entry = np.repeat(np.arange(occurrences.n_items), np.diff(by_item.indptr))
-    work = np.bincount(item_of_entry, weights=items_per_user[by_item.indices], minlength=occurrences.n_items)
     cumulative = np.cumsum(work + 1.0)  # +1: every row has a fixed cost too
     targets = cumulative[-1] * np.arange(1, n_blocks) / n_blocks
-    cuts = np.unique(np.r_[0, np.searchsorted(cumulative, targets, side="right"), occurrences.n_items])
+    cuts = np.unique(np.r_[0, np.searchsorted(cumulative, targets, side="right"), len(work)])
     return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]

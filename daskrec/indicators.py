@@ -65,12 +65,7 @@ def indicator_block(
     """
     by_user, by_item = occurrences.by_user, occurrences.by_item
     counts, item_codes, scores, nonzeros = _indicator_rows(
-        by_user.indptr.astype(np.int64, copy=False),
-        by_user.indices.astype(np.int64, copy=False),
-        by_user.data,
-        by_item.indptr.astype(np.int64, copy=False),
-        by_item.indices.astype(np.int64, copy=False),
-        by_item.data,
+        by_user.indptr, by_user.indices, by_user.data, by_item.indptr, by_item.indices, by_item.data,
         margins.row_sum,
         margins.column_sum,
         np.int64(margins.total),

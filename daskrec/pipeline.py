@@ -1,29 +1,44 @@
 """Wire the stages into Dask graphs: events → recent rows → occurrences → indicators.
 
-:func:`build_indicators` runs on whichever Dask scheduler is active (a ``distributed.Client``,
-threads, or the synchronous scheduler) and returns the indicators table with counts and
-stage timings. Each stage is persisted before the next is planned, so its time is measured
-and its inputs are released.
+:func:`build_parts` runs on whichever Dask scheduler is active (a ``distributed.Client``,
+threads, or the synchronous scheduler). Every large intermediate goes to a scratch folder
+(:mod:`daskrec.scratch`) rather than staying in memory, so a task holds one partition, one
+bucket of visitors or one block of item rows at a time:
+
+1. *ingest*: each partition's rows are routed by a hash of the visitor id into buckets; each
+   bucket keeps its visitors' recent rows.
+2. *occurrences*: the item vocabulary (sorted ids: an item's code is its position), one
+   occurrence matrix per bucket, and their summaries summed into the marginals and each item
+   row's work.
+3. *indicators*: the items are cut into blocks of about equal work, sized so that a block's
+   rows fit a task's share of worker memory; a block gathers from every bucket only the users
+   who have one of its items and runs the fused kernel of :mod:`daskrec.indicators` on them.
+   Each block writes its slice of the output table.
+
+Each stage is waited for before the next is planned, so its time is measured.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy.sparse as sp
+import pyarrow.parquet as pq
 from dask.base import compute
 from dask.delayed import Delayed, delayed
 
 from . import cooccurrence as co
+from . import scratch
 from .config import BuildConfig, IndicatorConfig
 from .errors import DataWarning, InputError
 from .indicators import IndicatorBlock, indicator_block
@@ -36,32 +51,65 @@ from .ingest import (
     keep_recent,
     read_events,
 )
-from .scheduling import materialise, scheduler_threads
+from .scheduling import materialise, scheduler_threads, task_memory_bytes, worker_memory_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildResult", "build_indicators", "indicator_table"]
+__all__ = ["BuildReport", "BuildResult", "build_indicators", "build_parts", "indicator_table"]
 
 _BLOCKS_PER_THREAD = 4
+_BYTES_PER_GATHERED_ENTRY = 24
+"""Memory per occurrence entry a block gathers: its rows (int64 item and count) and, for some,
+its item layout."""
+_BYTES_PER_SHARED_ENTRY = 32
+"""Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each)."""
+_FAN_IN = 8
+"""Partial results summed per task: bounds how many item-wide arrays are alive at once."""
+
+_T = TypeVar("_T")
 
 
 @dataclass
-class BuildResult:
-    """What a build produced: the indicators table, counts and stage timings."""
+class BuildReport:
+    """What a build counted and how long its stages took."""
 
-    table: pa.Table
-    """``item``, ``indicators`` (item ids, best first), ``scores`` (root LLR) and ``popularity``
-    (users per item), one row per item."""
     counts: dict[str, int] = field(default_factory=dict)
     """Sizes seen along the way (events read, kept, users, items, nonzeros, ...)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent per stage."""
+    item_id_type: str = "int64"
+    """Arrow type of the item ids."""
+
+
+@dataclass
+class BuildResult:
+    """A build's indicators table, in memory, with its report."""
+
+    table: pa.Table
+    """``item``, ``indicators`` (item ids, best first), ``scores`` (root LLR) and ``popularity``
+    (users per item), one row per item in item id order."""
+    report: BuildReport
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The report's counts."""
+        return self.report.counts
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """The report's stage timings."""
+        return self.report.timings
 
 
 def build_indicators(
-    inputs: Sequence[str | EventFile], config: BuildConfig = BuildConfig(), *, show_progress: bool = False
+    inputs: Sequence[str | EventFile],
+    config: BuildConfig = BuildConfig(),
+    *,
+    show_progress: bool = False,
+    scratch_url: str | None = None,
 ) -> BuildResult:
-    """Compute every item's indicators from an events log, following the SPEC recipe.
+    """Compute every item's indicators from an events log, following the SPEC recipe, and return
+    them in memory. To write a large build straight to storage use :func:`~daskrec.output.write_build`.
 
     Parameters
     ----------
@@ -71,6 +119,9 @@ def build_indicators(
         Event selection, recent rows, LLR table, top k and threshold.
     show_progress
         Show a progress bar for each stage's Dask work.
+    scratch_url
+        Folder for intermediates that every worker can reach (default: a local temporary folder,
+        fine for a LocalCluster); removed afterwards.
 
     Returns
     -------
@@ -86,13 +137,33 @@ def build_indicators(
     >>> result = build_indicators(["events.csv"])  # doctest: +SKIP
     >>> result.table.to_pandas().head()  # doctest: +SKIP
     """
+    with scratch.scratch_folder(scratch_url) as folder:
+        report, parts = build_parts(inputs, config, folder, show_progress=show_progress)
+        tables = []
+        for url in parts:
+            with fsspec.open(url, "rb") as f:
+                tables.append(pq.read_table(f))
+    return BuildResult(table=pa.concat_tables(tables), report=report)
+
+
+def build_parts(
+    inputs: Sequence[str | EventFile], config: BuildConfig, folder: str, *, show_progress: bool = False
+) -> tuple[BuildReport, list[str]]:
+    """Run a build with its intermediates in ``folder``; return its report and the URLs of the
+    output table's slices (Parquet, in item order, all with the same schema).
+
+    Raises
+    ------
+    InputError
+        Missing, empty or malformed input, or no events of the selected types.
+    """
     timings: dict[str, float] = {}
     files = expand_inputs(list(inputs))
     id_kinds = IdKinds()
     with _stage("ingest", timings):
         while True:
             try:
-                buckets, read_counts = _recent_rows(files, config, id_kinds, show_progress)
+                kept, read_counts = _recent_rows(files, config, id_kinds, folder, show_progress)
                 break
             except StringIdsFound as found:
                 log.info("ingest: %s holds text ids; reading it as strings", found.column)
@@ -105,46 +176,54 @@ def build_indicators(
             column="event",
         )
     with _stage("occurrences", timings):
-        vocabulary, occurrences, margins, popularity = _occurrences(buckets, config.indicators, show_progress)
-        del buckets
-        plan = compute(delayed(co.item_blocks)(occurrences, _BLOCKS_PER_THREAD * scheduler_threads()))[0]
+        vocabulary, blocks, summary, popularity = _occurrences(kept, config.indicators, folder, show_progress)
+        work, entries = compute(summary.work, summary.entries)
+        total_work = float(work.sum())
+        shared = entries * _BYTES_PER_SHARED_ENTRY <= worker_memory_bytes() // 2
+        plan = co.split_by_work(work, _block_count(0.0 if shared else total_work, len(work)))
+        del work
     with _stage("indicators", timings):
+        parts = [f"{folder}/parts/part-{number:06d}.parquet" for number in range(len(plan))]
+        # Every block reads the whole occurrence matrix once if it fits a worker comfortably;
+        # otherwise each block gathers its own users' rows, block files one at a time.
+        rows: Delayed | list[str] = delayed(_all_rows)(blocks) if shared else blocks
         tasks = [
-            delayed(indicator_block)(
-                occurrences, margins, start, stop, config.indicators.top_k, config.indicators.min_llr
+            delayed(_indicator_part)(
+                rows, vocabulary, summary.margins, popularity, start, stop, config.indicators, url
             )
-            for start, stop in plan
+            for (start, stop), url in zip(plan, parts)
         ]
-        blocks: list[IndicatorBlock]
-        blocks, vocabulary_values, users_per_item = compute(materialise(tasks, show_progress), vocabulary, popularity)
-        table = indicator_table(vocabulary_values, blocks, users_per_item)
+        block_counts: list[dict[str, int]] = compute(materialise(tasks, show_progress))[0]
+        item_id_type = compute(delayed(_arrow_type)(vocabulary))[0]
     counts = {
         **read_counts,
-        "items": table.num_rows,
-        "cooccurrence_nonzeros": sum(b.cooccurrence_nonzeros for b in blocks),
-        "items_with_indicators": int(sum(int(np.count_nonzero(b.counts)) for b in blocks)),
-        "indicators": int(sum(int(b.counts.sum()) for b in blocks)),
+        "work": int(total_work),
+        "item_blocks": len(plan),
+        **{name: sum(c[name] for c in block_counts) for name in block_counts[0]},
     }
     log.info("build: %s items, %s with indicators", counts["items"], counts["items_with_indicators"])
-    return BuildResult(table=table, counts=counts, timings=timings)
+    return BuildReport(counts=counts, timings=timings, item_id_type=item_id_type), parts
 
 
 # ------------------------------------------------------------------------------------- the graphs
 
 
 def _recent_rows(
-    files: list[EventFile], config: BuildConfig, id_kinds: IdKinds, show_progress: bool
-) -> tuple[list[Delayed], dict[str, int]]:
-    """Read, route rows to buckets by visitor, keep each visitor's recent rows; persisted."""
+    files: list[EventFile], config: BuildConfig, id_kinds: IdKinds, folder: str, show_progress: bool
+) -> tuple[list[str], dict[str, int]]:
+    """Read, route rows to buckets by visitor, keep each visitor's recent rows; the kept rows'
+    files and the counts."""
     parts = read_events(files, config.ingest, id_kinds).to_delayed()
     n_buckets = len(parts)
-    routed = [delayed(_route_by_visitor, nout=n_buckets + 1)(part, n_buckets) for part in parts]
-    buckets = [
-        delayed(_recent_bucket)([pieces[b] for pieces in routed], config.ingest.recent) for b in range(n_buckets)
+    routed = [f"{folder}/routed/part-{p:06d}.arrow" for p in range(n_buckets)]
+    kept = [f"{folder}/kept/bucket-{b:06d}.arrow" for b in range(n_buckets)]
+    stats = [delayed(_route_by_visitor)(part, n_buckets, url) for part, url in zip(parts, routed)]
+    # The buckets wait for every partition to be routed; only file names pass between them.
+    after_routing = delayed(_after)(stats, routed)
+    sizes = [
+        delayed(_recent_bucket)(after_routing, bucket, config.ingest.recent, url) for bucket, url in enumerate(kept)
     ]
-    sizes = [delayed(_bucket_sizes)(bucket) for bucket in buckets]
-    buckets, sizes, stats = materialise((buckets, sizes, [pieces[n_buckets] for pieces in routed]), show_progress)
-    sizes, stats = compute(sizes, stats)
+    sizes, stats = compute(*materialise((sizes, stats), show_progress))
     counts = {
         "events_read": sum(s["events_read"] for s in stats),
         "events_skipped": sum(s["events_skipped"] for s in stats),
@@ -160,135 +239,197 @@ def _recent_rows(
             f"skipped {counts['events_skipped']} malformed rows (by first bad column: {by_column}); "
             "the manifest counts them. Use on_bad_rows='error' to stop at the first one instead.",
             DataWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return list(buckets), counts
+    return kept, counts
 
 
 def _occurrences(
-    buckets: list[Delayed], config: IndicatorConfig, show_progress: bool
-) -> tuple[Delayed, Delayed, Delayed, Delayed]:
-    """Item vocabulary, occurrence matrix, marginals and users per item; persisted."""
-    vocabulary = delayed(_item_vocabulary)([delayed(_bucket_items)(bucket) for bucket in buckets])
-    blocks = [delayed(_occurrence_block)(bucket, vocabulary) for bucket in buckets]
-    users_per_item = delayed(sum)([delayed(_users_per_item)(block) for block in blocks])
-    if config.llr_table == "users":
-        blocks = [delayed(co.binarise)(block) for block in blocks]
-        if config.downsamples:
-            blocks = [
-                delayed(co.downsample)(
-                    block,
-                    delayed(_bucket_user_keys)(bucket),
-                    users_per_item,
-                    config.max_per_user,
-                    config.max_per_item,
-                    config.seed,
-                )
-                for block, bucket in zip(blocks, buckets)
-            ]
-    occurrences = delayed(co.stack_blocks)(blocks)
-    margins = delayed(co.marginals)(occurrences, config.llr_table)
-    persisted: tuple[Delayed, Delayed, Delayed, Delayed] = materialise(
-        (vocabulary, occurrences, margins, users_per_item), show_progress
+    kept: list[str], config: IndicatorConfig, folder: str, show_progress: bool
+) -> tuple[Delayed, list[str], Delayed, Delayed]:
+    """Item vocabulary, the occurrence blocks' files, their combined summary and users per item;
+    persisted."""
+    vocabulary = delayed(_item_vocabulary)(kept)
+    raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(kept))]
+    users_per_item = _tree(
+        [delayed(_write_occurrences)(rows, vocabulary, config, url) for rows, url in zip(kept, raw)], _sum_arrays
     )
-    return persisted
+    transforms = config.llr_table == "users"
+    final = [f"{folder}/occurrences/final-{b:06d}.npz" for b in range(len(kept))] if transforms else raw
+    summary = _tree(
+        [
+            delayed(_summarise_block)(source, target, users_per_item, config)
+            for source, target in zip(raw, final)
+        ],
+        co.combine_summaries,
+    )
+    persisted: tuple[Delayed, Delayed, Delayed] = materialise((vocabulary, summary, users_per_item), show_progress)
+    return persisted[0], final, persisted[1], persisted[2]
 
 
-# ------------------------------------------------------------------------- per-partition functions
+def _tree(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
+    """``combine`` over ``values`` as a tree of tasks of at most :data:`_FAN_IN` inputs each."""
+    while len(values) > 1:
+        values = [delayed(combine)(values[i : i + _FAN_IN]) for i in range(0, len(values), _FAN_IN)]
+    return values[0]
 
 
-def _route_by_visitor(frame: pd.DataFrame, n_buckets: int) -> tuple[Any, ...]:
-    """Split a partition's good rows into ``n_buckets`` frames by a hash of the visitor id;
-    the last element counts what was read and skipped."""
+def _block_count(gathered_work: float, n_items: int) -> int:
+    """Item blocks: a few per thread for balance, more when the rows a block gathers (bounded by
+    its share of ``gathered_work``; 0 when the blocks share the whole matrix) would not fit in
+    half its task's share of memory."""
+    by_memory = math.ceil(2 * gathered_work * _BYTES_PER_GATHERED_ENTRY / task_memory_bytes())
+    return max(1, min(n_items, max(_BLOCKS_PER_THREAD * scheduler_threads(), by_memory)))
+
+
+# ------------------------------------------------------------------------------ per-task functions
+
+
+def _route_by_visitor(frame: pd.DataFrame, n_buckets: int, url: str) -> dict[str, int]:
+    """Write a partition's good rows to ``url`` in ``n_buckets`` batches by a hash of the visitor
+    id; count what was read and skipped."""
     bad = frame["bad_column"].to_numpy()
     stats = {"events_read": len(frame), "events_skipped": int(np.count_nonzero(bad))}
     for code, column in enumerate(REQUIRED_COLUMNS, start=1):
         stats[f"skipped_bad_{column}"] = int(np.count_nonzero(bad == code))
-    good = frame[bad == 0].drop(columns="bad_column")
+    # Positions are not written: a bucket reads its batches in partition order, and a batch keeps
+    # its partition's row order, so a bucket's rows arrive in input order.
+    good = frame[bad == 0].drop(columns=["bad_column", "position"])
     hashes = pd.util.hash_pandas_object(good["visitorid"], index=False).to_numpy()
     bucket = (hashes % np.uint64(n_buckets)).astype(np.int16 if n_buckets < 2**15 else np.int64)
     order = np.argsort(bucket, kind="stable")  # a radix sort for int16
     bounds = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
-    pieces = tuple(good.iloc[order[bounds[b] : bounds[b + 1]]] for b in range(n_buckets))
-    return (*pieces, stats)
+    scratch.write_routed(url, good.iloc[order], bounds)
+    return stats
 
 
-def _recent_bucket(pieces: list[pd.DataFrame], recent: int) -> pd.DataFrame:
-    """All rows of a bucket's visitors, cut to each visitor's recent rows."""
-    return keep_recent(pd.concat(pieces, ignore_index=True), recent)
+def _after(_: Any, value: _T) -> _T:
+    """``value``, once the first argument (a dependency) is done."""
+    return value
 
 
-def _bucket_sizes(bucket: pd.DataFrame) -> tuple[int, int]:
-    """Rows kept and visitors in a bucket."""
-    return len(bucket), int(bucket["user"].max()) + 1 if len(bucket) else 0
+def _recent_bucket(routed: list[str], bucket: int, recent: int, url: str) -> tuple[int, int]:
+    """Keep the recent rows of a bucket's visitors (gathered from every partition), write them
+    to ``url``; rows kept and visitors."""
+    rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
+    rows = keep_recent(rows.assign(position=np.arange(len(rows))), recent)
+    scratch.write_frame(url, rows)
+    return len(rows), int(rows["user"].max()) + 1 if len(rows) else 0
 
 
-def _bucket_items(bucket: pd.DataFrame) -> pd.Index:
-    """The distinct item ids of a bucket."""
-    items: pd.Index = pd.Index(bucket["itemid"]).unique()
-    return items
-
-
-def _item_vocabulary(item_sets: list[pd.Index]) -> pd.Index:
+def _item_vocabulary(kept: list[str]) -> pd.Index:
     """Every item id, sorted: an item's code is its position here."""
-    items = item_sets[0].append(item_sets[1:]) if len(item_sets) > 1 else item_sets[0]
-    vocabulary: pd.Index = items.unique().sort_values()
-    return vocabulary
+    vocabulary: pd.Index | None = None
+    for url in kept:
+        items = pd.Index(scratch.read_frame(url, ["itemid"])["itemid"]).unique()
+        vocabulary = items if vocabulary is None else vocabulary.union(items, sort=False)
+    assert vocabulary is not None  # there is always at least one bucket
+    return vocabulary.sort_values()
 
 
-def _occurrence_block(bucket: pd.DataFrame, vocabulary: pd.Index) -> sp.csr_array:
-    """The bucket's occurrence counts, users x all items."""
-    n_users = int(bucket["user"].max()) + 1 if len(bucket) else 0
-    item_code = vocabulary.get_indexer(pd.Index(bucket["itemid"]))
-    return co.occurrence_block(bucket["user"].to_numpy(), item_code, n_users, len(vocabulary))
-
-
-def _users_per_item(block: sp.csr_array) -> np.ndarray:
-    """Users per item in a binarised block."""
+def _write_occurrences(kept: str, vocabulary: pd.Index, config: IndicatorConfig, url: str) -> np.ndarray:
+    """Write a bucket's occurrence counts (users x all items); return its users per item."""
+    rows = scratch.read_frame(kept)
+    n_users = int(rows["user"].max()) + 1 if len(rows) else 0
+    item_code = vocabulary.get_indexer(pd.Index(rows["itemid"]))
+    block = co.occurrence_block(rows["user"].to_numpy(), item_code, n_users, len(vocabulary))
+    keys = None
+    if config.downsamples:
+        first_rows = rows.drop_duplicates("user")
+        keys = co.user_keys(first_rows.sort_values("user")["visitorid"])
+    scratch.write_block(url, block, keys)
     return np.bincount(block.indices, minlength=block.shape[1]).astype(co.COUNT_DTYPE)
 
 
-def _bucket_user_keys(bucket: pd.DataFrame) -> np.ndarray:
-    """A stable key per user of the bucket, in user order."""
-    first_rows = bucket.drop_duplicates("user")
-    return co.user_keys(first_rows.sort_values("user")["visitorid"])
+def _summarise_block(source: str, target: str, users_per_item: np.ndarray, config: IndicatorConfig) -> co.BlockSummary:
+    """Summarise a bucket's occurrences as scored; for the users table, binarise (and downsample)
+    them from ``source`` into ``target`` first."""
+    block, keys = scratch.read_block(source)
+    if config.llr_table == "users":
+        block = co.binarise(block)
+        if config.downsamples:
+            assert keys is not None  # written by _write_occurrences when downsampling
+            block = co.downsample(block, keys, users_per_item, config.max_per_user, config.max_per_item, config.seed)
+        scratch.write_block(target, block)
+    return co.summarise(block, config.llr_table)
+
+
+def _sum_arrays(arrays: list[np.ndarray]) -> np.ndarray:
+    """Element-wise sum."""
+    total = arrays[0].copy()
+    for array in arrays[1:]:
+        total += array
+    return total
+
+
+def _all_rows(blocks: list[str]) -> co.Occurrences:
+    """The whole occurrence matrix, from its block files."""
+    return co.item_rows((scratch.read_block(url)[0] for url in blocks), 0, np.iinfo(np.int64).max)
+
+
+def _indicator_part(
+    rows: co.Occurrences | list[str],
+    vocabulary: pd.Index,
+    margins: co.Marginals,
+    popularity: np.ndarray,
+    start: int,
+    stop: int,
+    config: IndicatorConfig,
+    url: str,
+) -> dict[str, int]:
+    """Indicators of the items ``[start, stop)`` from the whole occurrence matrix, or from the
+    rows of the users who have one of them gathered from the block files; written to ``url`` as
+    a slice of the output table. Returns what it counted."""
+    if isinstance(rows, co.Occurrences):
+        occurrences = rows
+    else:
+        occurrences = co.item_rows((scratch.read_block(url)[0] for url in rows), start, stop)
+    block = indicator_block(occurrences, margins, start, stop, config.top_k, config.min_llr)
+    scratch.write_part(url, indicator_table(vocabulary, block, popularity))
+    return {
+        "items": stop - start,
+        "cooccurrence_nonzeros": block.cooccurrence_nonzeros,
+        "items_with_indicators": int(np.count_nonzero(block.counts)),
+        "indicators": int(block.counts.sum()),
+    }
+
+
+def _arrow_type(vocabulary: pd.Index) -> str:
+    """The Arrow type of the item ids."""
+    return str(pa.array(vocabulary[:1].to_numpy()).type)
 
 
 # ------------------------------------------------------------------------------------ assembling
 
 
-def indicator_table(vocabulary: pd.Index, blocks: list[IndicatorBlock], users_per_item: np.ndarray) -> pa.Table:
-    """The indicators as an Arrow table in item code order (pure).
+def indicator_table(vocabulary: pd.Index, block: IndicatorBlock, popularity: np.ndarray) -> pa.Table:
+    """The indicators of a block's items as an Arrow table in item code order (pure).
 
     Parameters
     ----------
     vocabulary
-        Item ids by code.
-    blocks
-        Indicator blocks covering every item code exactly once.
-    users_per_item
-        Users whose kept history has the item, by code.
+        Every item id, by code.
+    block
+        Indicators of the item codes ``[block.start, block.stop)``.
+    popularity
+        Users whose kept history has the item, for every item code.
 
     Returns
     -------
     pyarrow.Table
         ``item``, ``indicators`` (list of item ids, best first), ``scores`` (list of float64)
-        and ``popularity`` (users per item, int64).
+        and ``popularity`` (users per item, int64), one row per item of the block.
     """
-    blocks = sorted(blocks, key=lambda b: b.start)
-    counts = np.concatenate([b.counts for b in blocks]) if blocks else np.zeros(0, np.int64)
-    codes = np.concatenate([b.item_codes for b in blocks]) if blocks else np.zeros(0, np.int64)
-    scores = np.concatenate([b.scores for b in blocks]) if blocks else np.zeros(0, np.float64)
-    if len(counts) != len(vocabulary):
-        raise AssertionError("indicator blocks do not cover the items")  # a bug, not bad input
-    items = pa.array(vocabulary.to_numpy())
-    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+    codes = np.r_[np.arange(block.start, block.stop), block.item_codes].astype(np.int64)
+    ids = pa.array(vocabulary.to_numpy()[codes])
+    items = ids.slice(0, block.stop - block.start)
+    offsets = pa.array(np.r_[0, np.cumsum(block.counts)].astype(np.int32))
     return pa.table(
         {
             "item": items,
-            "indicators": pa.ListArray.from_arrays(offsets, items.take(pa.array(codes))),
-            "scores": pa.ListArray.from_arrays(offsets, pa.array(scores, type=pa.float64())),
-            "popularity": pa.array(np.asarray(users_per_item, dtype=np.int64)),
+            "indicators": pa.ListArray.from_arrays(offsets, ids.slice(block.stop - block.start)),
+            "scores": pa.ListArray.from_arrays(offsets, pa.array(block.scores, type=pa.float64())),
+            "popularity": pa.array(np.asarray(popularity[block.start : block.stop], dtype=np.int64)),
         }
     )
 

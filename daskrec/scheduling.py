@@ -7,7 +7,7 @@ from typing import Any
 
 from dask.base import persist
 
-__all__ = ["materialise", "scheduler_threads"]
+__all__ = ["materialise", "scheduler_threads", "task_memory_bytes", "worker_memory_bytes"]
 
 
 def scheduler_threads() -> int:
@@ -18,6 +18,40 @@ def scheduler_threads() -> int:
         return max(1, int(sum(get_client().nthreads().values())))
     except ValueError:
         return os.cpu_count() or 1
+
+
+WORKER_RESERVE_BYTES = 512 * 2**20
+"""Memory of a worker process that its tasks cannot count on: interpreter, libraries, compiled
+kernels, Dask itself (an idle in-process worker with its client measured ~0.45 GB here)."""
+
+
+def worker_memory_bytes() -> int:
+    """Memory the tasks of the smallest worker may use together: its limit (the machine's
+    memory without one, and for the local schedulers) less its reserve (at most half of it)."""
+    return min(usable for usable, _ in _worker_sizes())
+
+
+def task_memory_bytes() -> int:
+    """Memory one task may use: the smallest share of a worker's usable memory among its threads."""
+    return min(usable // threads for usable, threads in _worker_sizes())
+
+
+def _worker_sizes() -> list[tuple[int, int]]:
+    """(usable memory in bytes, threads) of every worker."""
+    import psutil
+
+    def usable(limit: int) -> int:
+        return limit - min(WORKER_RESERVE_BYTES, limit // 2)
+
+    machine = int(psutil.virtual_memory().total)
+    try:
+        from distributed import get_client
+
+        workers = list(get_client().scheduler_info(n_workers=-1)["workers"].values())
+    except ValueError:
+        return [(usable(machine), os.cpu_count() or 1)]
+    sizes = [(usable(int(w["memory_limit"]) or machine), max(1, int(w["nthreads"]))) for w in workers]
+    return sizes or [(usable(machine), os.cpu_count() or 1)]
 
 
 def materialise(collections: Any, show_progress: bool) -> Any:

@@ -22,17 +22,21 @@ def test_generate_build_show(tmp_path: Path) -> None:
     assert generated.returncode == 0, generated.stderr
     built = daskrec(
         "build", "events.csv", "--out", "out", "--event", "view,addtocart", "--recent", "30",
-        "--workers", "1", "--threads", "2", "--dashboard-address", ":0", "--no-progress", cwd=tmp_path,
+        "--workers", "1", "--threads", "2", "--memory-limit", "2GB", "--dashboard-address", ":0", "--no-progress",
+        "--report", "report.html", cwd=tmp_path,
     )
     assert built.returncode == 0, built.stderr
     assert "Dask dashboard: http://" in built.stderr
+    assert "Dask performance report: report.html" in built.stderr
+    assert "Dask Performance Report" in (tmp_path / "report.html").read_text()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["options"]["ingest"]["event_types"] == ["view", "addtocart"]
     assert manifest["options"]["ingest"]["recent"] == 30
     assert set(manifest["counts"]) >= {
         "events_read", "events_kept", "users", "items", "cooccurrence_nonzeros", "items_with_indicators"
     }
-    assert set(manifest["timings_s"]) == {"ingest", "occurrences", "indicators"}
+    assert set(manifest["timings_s"]) == {"ingest", "occurrences", "indicators", "output"}
+    assert manifest["counts"]["work"] > 0 and manifest["counts"]["item_blocks"] >= 1
     table = pq.read_table(tmp_path / "out" / "indicators.parquet")
     assert table.column_names == ["item", "indicators", "scores", "popularity"]
     assert table.num_rows == manifest["counts"]["items"]
@@ -55,6 +59,7 @@ def test_bad_input_exits_2_with_file_row_and_column(tmp_path: Path) -> None:
     assert "bad.csv, row 2, column 'timestamp', value 'x'" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not list((tmp_path / "out").glob(".scratch-*"))  # a failed build leaves no intermediates
     missing = daskrec("build", "nope.csv", "--out", "out", cwd=tmp_path)
     assert missing.returncode == 2 and "nope.csv: no such file" in missing.stderr
     usage = daskrec("build", "bad.csv", "--out", "out", "--top-k", "0", cwd=tmp_path)

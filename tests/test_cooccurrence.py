@@ -95,8 +95,35 @@ def test_uniform_draws_are_uniform() -> None:
 
 def test_item_blocks_cover_items_and_balance_work(rng: np.random.Generator) -> None:
     occurrences = random_occurrences(rng, 500, 300, 5000)
-    blocks = co.item_blocks(occurrences, 8)
+    work = co.summarise(occurrences.by_user, "cooccurrence").work
+    blocks = co.split_by_work(work, 8)
     assert blocks[0][0] == 0 and blocks[-1][1] == 300
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
     assert 1 < len(blocks) <= 8
-    assert co.item_blocks(co.stack_blocks([sp.csr_array((0, 0), dtype=np.int64)]), 4) == []
+    block_work = [work[a:b].sum() for a, b in blocks]
+    assert max(block_work) < 2 * work.sum() / len(blocks)
+    assert co.split_by_work(np.zeros(0), 4) == []
+
+
+@pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
+def test_block_summaries_add_up_to_the_whole(rng: np.random.Generator, llr_table: str) -> None:
+    occurrences = random_occurrences(rng, 400, 120, 3000)
+    whole = co.summarise(occurrences.by_user, llr_table)
+    halves = co.combine_summaries([co.summarise(occurrences.by_user[:150], llr_table),
+                                   co.summarise(occurrences.by_user[150:], llr_table)])
+    if llr_table == "cooccurrence":
+        np.testing.assert_array_equal(halves.margins.row_sum, whole.margins.row_sum)
+        assert halves.margins.total == whole.margins.total
+    np.testing.assert_array_equal(halves.work, whole.work)
+
+
+def test_item_rows_keep_whole_rows_of_the_users_of_a_range(rng: np.random.Generator) -> None:
+    block = random_occurrences(rng, 300, 50, 2000).by_user
+    rows = co.item_rows([block[:100], block[100:]], 10, 20)
+    dense = block.toarray()
+    wanted = dense[(dense[:, 10:20] != 0).any(axis=1)]
+    np.testing.assert_array_equal(rows.by_user.toarray(), wanted)
+    columns = rows.by_item.toarray()
+    np.testing.assert_array_equal(columns[:, 10:20], wanted[:, 10:20])
+    assert columns[:, :10].sum() == 0 and columns[:, 20:].sum() == 0
+    assert rows.by_item.has_sorted_indices

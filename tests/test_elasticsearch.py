@@ -65,7 +65,7 @@ def alias(es_settings: EsSettings) -> Iterator[str]:
 
 def build_into(out_dir: Path, events: Path, config: BuildConfig = BuildConfig()) -> pa.Table:
     result = build_indicators([str(events)], config)
-    write_output(str(out_dir), result.table, build_manifest([str(events)], config, result))
+    write_output(str(out_dir), result.table, build_manifest([str(events)], config, result.report))
     return result.table
 
 

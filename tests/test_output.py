@@ -19,7 +19,7 @@ from daskrec import (
 
 def test_round_trip_and_manifest(simple_events_csv: Path, tmp_path: Path) -> None:
     result = build_indicators([str(simple_events_csv)])
-    manifest = build_manifest([str(simple_events_csv)], BuildConfig(), result)
+    manifest = build_manifest([str(simple_events_csv)], BuildConfig(), result.report)
     write_output(str(tmp_path / "out"), result.table, manifest)
     assert read_indicators(str(tmp_path / "out")).equals(result.table)
     assert manifest["options"]["indicators"]["min_llr"] == 5.0 and manifest["item_id_type"] == "int64"

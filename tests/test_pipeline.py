@@ -17,6 +17,7 @@ from daskrec import (
     build_indicators,
     generate_events,
 )
+from daskrec import pipeline
 from daskrec.synth import SynthConfig
 
 EVERYTHING = IndicatorConfig(top_k=50, min_llr=0.0)
@@ -97,3 +98,30 @@ def test_string_ids_give_the_same_indicators(generated_csv: Path, tmp_path: Path
     numeric = as_dict(build_indicators([str(generated_csv)], config_for(1 << 20)).table)
     text = as_dict(build_indicators([str(text_path)], config_for(1 << 20)).table)
     assert text == {f"item {k:06d}": [(f"item {j:06d}", s) for j, s in v] for k, v in numeric.items()}
+
+
+@pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
+def test_blocks_gathering_their_own_rows_equal_the_shared_matrix(
+    generated_csv: Path, scheduler: str, llr_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = build_indicators([str(generated_csv)], config_for(200_000, llr_table))
+    # Workers too small to share the matrix, tasks too small for more than a few items per block.
+    monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
+    monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 200_000)
+    gathered = build_indicators([str(generated_csv)], config_for(200_000, llr_table))
+    assert gathered.counts["item_blocks"] > 4 * shared.counts["item_blocks"]
+    assert gathered.table.equals(shared.table)
+    assert gathered.counts["work"] == shared.counts["work"]
+
+
+def test_downsampled_blocks_gathering_their_own_rows_equal_the_shared_matrix(
+    generated_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = BuildConfig(
+        ingest=IngestConfig(event_types=None, recent=20, blocksize=200_000),
+        indicators=IndicatorConfig(top_k=10, min_llr=2.0, llr_table="users", max_per_user=8, max_per_item=40),
+    )
+    shared = build_indicators([str(generated_csv)], config)
+    monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
+    monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 200_000)
+    assert build_indicators([str(generated_csv)], config).table.equals(shared.table)

@@ -1,0 +1,149 @@
+"""A build's intermediate files: what lets it run in less memory than its data (I/O only).
+
+A build keeps its large intermediates in a scratch folder, a path or fsspec URL that every
+worker can reach, instead of in worker memory: each task holds one partition, one bucket of
+visitors or one block of item rows at a time. The folder is removed when the build ends, failed
+or not.
+
+``routed/part-P.arrow``
+    Partition P's rows in one Arrow IPC record batch per visitor bucket, so that bucket B reads
+    batch B of every partition.
+``kept/bucket-B.arrow``
+    Bucket B's visitors' most recent rows (``user``, ``visitorid``, ``itemid``).
+``occurrences/bucket-B.npz``
+    Bucket B's occurrence matrix (users x all items, CSR) and, when downsampling, its user keys.
+``parts/part-K.parquet``
+    The indicators of item block K, in the output table's layout.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+__all__ = [
+    "scratch_folder",
+    "write_routed",
+    "read_routed",
+    "write_frame",
+    "read_frame",
+    "write_block",
+    "read_block",
+    "write_part",
+]
+
+
+@contextmanager
+def scratch_folder(url: str | None) -> Iterator[str]:
+    """A scratch folder for the duration of a build: ``url``, or a new local temporary folder.
+
+    Whatever is in it is removed on the way out, also after an error.
+    """
+    if url is None:
+        local = tempfile.mkdtemp(prefix="daskrec-scratch-")
+        try:
+            yield local
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        return
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.makedirs(root, exist_ok=True)
+    try:
+        yield url.rstrip("/")
+    finally:
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
+@contextmanager
+def _replacing(url: str) -> Iterator[IO[bytes]]:
+    """A file to write ``url`` through, renamed into place once complete.
+
+    A task that runs again (after its worker died) then never shows a half-written file to a
+    task already reading the first copy.
+    """
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    temporary = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with fs.open(temporary, "wb") as f:
+            yield f
+        fs.mv(temporary, path)
+    finally:
+        if fs.exists(temporary):
+            fs.rm(temporary)
+
+
+def write_routed(url: str, frame: pd.DataFrame, bounds: np.ndarray) -> None:
+    """Write ``frame`` (rows sorted by bucket) with rows ``bounds[b]:bounds[b+1]`` as batch ``b``."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    chunks = table.combine_chunks().to_batches()
+    rows = chunks[0] if chunks else pa.RecordBatch.from_pylist([], schema=table.schema)
+    with _replacing(url) as f, pa.ipc.new_file(f, table.schema) as writer:
+        for bucket in range(len(bounds) - 1):
+            writer.write_batch(rows.slice(bounds[bucket], bounds[bucket + 1] - bounds[bucket]))
+
+
+def read_routed(url: str, bucket: int) -> pd.DataFrame:
+    """Batch ``bucket`` of a file written by :func:`write_routed`."""
+    with fsspec.open(url, "rb") as f:
+        frame: pd.DataFrame = pa.ipc.open_file(f).get_batch(bucket).to_pandas()
+    return frame
+
+
+def write_frame(url: str, frame: pd.DataFrame) -> None:
+    """Write a frame as one Arrow IPC file."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with _replacing(url) as f, pa.ipc.new_file(f, table.schema) as writer:
+        writer.write_table(table)
+
+
+def read_frame(url: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read (some columns of) a file written by :func:`write_frame`."""
+    with fsspec.open(url, "rb") as f:
+        table = pa.ipc.open_file(f).read_all()
+    frame: pd.DataFrame = (table if columns is None else table.select(columns)).to_pandas()
+    return frame
+
+
+def write_block(url: str, block: sp.csr_array, user_keys: np.ndarray | None = None) -> None:
+    """Write an occurrence block (and its users' keys) uncompressed: it is read once per item
+    block. Counts are stored as int32 when they fit (they are at most the recent rows per visitor)."""
+    fits = block.nnz == 0 or int(block.data.max()) <= np.iinfo(np.int32).max
+    arrays: dict[str, np.ndarray] = {
+        "shape": np.asarray(block.shape, np.int64),
+        "indptr": block.indptr,
+        "indices": block.indices,
+        "data": block.data.astype(np.int32) if fits else block.data,
+    }
+    if user_keys is not None:
+        arrays["user_keys"] = user_keys
+    with _replacing(url) as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs take the names for its own flags
+
+
+def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
+    """An occurrence block and its user keys (None if none were written)."""
+    with fsspec.open(url, "rb") as f, np.load(f) as stored:
+        n_users, n_items = (int(n) for n in stored["shape"])
+        block = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
+        keys = stored["user_keys"] if "user_keys" in stored.files else None
+    return block, keys
+
+
+def write_part(url: str, table: pa.Table) -> None:
+    """Write one item block's slice of the indicators table."""
+    with _replacing(url) as f:
+        pq.write_table(table, f, compression="none")  # scratch: read once, compressed in the output
