@@ -16,7 +16,7 @@ Counts are int64 throughout: an int8 or int16 occurrence matrix wraps silently i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numba
@@ -34,6 +34,7 @@ __all__ = [
     "summarise",
     "combine_summaries",
     "item_rows",
+    "split_by_items",
     "downsample",
     "split_by_work",
 ]
@@ -105,24 +106,25 @@ def stack_blocks(blocks: list[sp.csr_array]) -> Occurrences:
     return Occurrences(by_user=by_user, by_item=by_item)
 
 
-def item_rows(blocks: Iterable[sp.csr_array], start: int, stop: int) -> Occurrences:
-    """What the co-occurrence rows of the items ``[start, stop)`` read, from user blocks with
-    sorted indices (disjoint users, the same item columns), taken one at a time.
+def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int) -> Occurrences:
+    """Stack row pieces (disjoint users, the same item columns) into what the co-occurrence rows
+    of the items ``[start, stop)`` read: ``by_user`` holds the pieces' rows as they are, and
+    ``by_item`` only the columns ``[start, stop)`` (the others are empty).
 
-    ``by_user`` holds the whole rows of the users who have one of those items, and only them;
-    ``by_item`` holds only the columns ``[start, stop)`` (the others are empty).
+    The pieces are whole blocks, or the pieces :func:`split_by_items` cut for this item range.
     """
-    pieces = []
+    indptrs, indices_list, data_list = [], [], []
     n_items = 0
-    for block in blocks:
-        n_items = block.shape[1]
-        pieces.append(_rows_touching(block.indptr, block.indices, block.data, start, stop))
-    lengths = np.concatenate([np.diff(indptr) for indptr, _, _ in pieces])
-    indptr = np.r_[0, np.cumsum(lengths)]
-    indices = np.concatenate([piece[1] for piece in pieces])
-    data = np.concatenate([piece[2] for piece in pieces])
-    del pieces
-    item_indptr, item_users, item_data = _columns(indptr, indices, data, start, stop, n_items)
+    for piece in pieces:
+        n_items = piece.shape[1]
+        indptrs.append(np.diff(piece.indptr))
+        indices_list.append(piece.indices)
+        data_list.append(piece.data)
+    indptr = np.r_[0, np.cumsum(np.concatenate(indptrs))].astype(np.int64)
+    indices = np.concatenate(indices_list).astype(np.int64, copy=False)
+    data = np.concatenate(data_list).astype(COUNT_DTYPE, copy=False)
+    del indptrs, indices_list, data_list
+    item_indptr, item_users, item_data = _columns(indptr, indices, data, start, min(stop, n_items), n_items)
     shape = (len(indptr) - 1, n_items)
     return Occurrences(
         by_user=sp.csr_array((data, indices, indptr), shape=shape),
@@ -130,35 +132,93 @@ def item_rows(blocks: Iterable[sp.csr_array], start: int, stop: int) -> Occurren
     )
 
 
+def split_by_items(block: sp.csr_array, cuts: np.ndarray, max_entries: int) -> Iterator[sp.csr_array]:
+    """For every item range ``[cuts[k], cuts[k+1])`` in turn, the whole rows of the block's users
+    who have an item in it (a user appears in every range it touches).
+
+    Ranges are filled a group at a time, each group holding at most about ``max_entries`` entries
+    (a single range may exceed it), so the block is scanned once per group.
+    """
+    n_ranges = len(cuts) - 1
+    range_of_item = np.repeat(np.arange(n_ranges, dtype=np.int64), np.diff(cuts))
+    indptr = block.indptr.astype(np.int64, copy=False)
+    rows, entries = _split_sizes(indptr, block.indices, range_of_item, n_ranges)
+    first = 0
+    while first < n_ranges:
+        last = first + 1
+        while last < n_ranges and entries[first : last + 1].sum() <= max_entries:
+            last += 1
+        lengths, indices, data = _split_fill(
+            indptr, block.indices, block.data, range_of_item, first, last, rows[first:last], entries[first:last]
+        )
+        row_start, entry_start = 0, 0
+        for k in range(first, last):
+            row_stop, entry_stop = row_start + rows[k], entry_start + entries[k]
+            piece_indptr = np.r_[0, np.cumsum(lengths[row_start:row_stop])]
+            yield sp.csr_array(
+                (data[entry_start:entry_stop], indices[entry_start:entry_stop], piece_indptr),
+                shape=(int(rows[k]), block.shape[1]),
+            )
+            row_start, entry_start = row_stop, entry_stop
+        first = last
+
+
 @numba.njit(nogil=True, cache=True)
-def _rows_touching(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, start: int, stop: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n_rows = len(indptr) - 1
-    hit = np.zeros(n_rows, dtype=np.bool_)
-    n_hit = 0
-    n_entries = 0
-    for row in range(n_rows):
+def _split_sizes(
+    indptr: np.ndarray, indices: np.ndarray, range_of_item: np.ndarray, n_ranges: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and entries each item range's piece will hold."""
+    rows = np.zeros(n_ranges, dtype=np.int64)
+    entries = np.zeros(n_ranges, dtype=np.int64)
+    last_row = np.full(n_ranges, -1, dtype=np.int64)
+    for row in range(len(indptr) - 1):
+        length = indptr[row + 1] - indptr[row]
         for q in range(indptr[row], indptr[row + 1]):
-            if start <= indices[q] < stop:
-                hit[row] = True
-                n_hit += 1
-                n_entries += indptr[row + 1] - indptr[row]
-                break
-    out_indptr = np.zeros(n_hit + 1, dtype=np.int64)
-    out_indices = np.empty(n_entries, dtype=np.int64)
-    out_data = np.empty(n_entries, dtype=np.int64)
-    filled = 0
-    out_row = 0
-    for row in range(n_rows):
-        if hit[row]:
-            for q in range(indptr[row], indptr[row + 1]):
-                out_indices[filled] = indices[q]
-                out_data[filled] = data[q]
-                filled += 1
-            out_row += 1
-            out_indptr[out_row] = filled
-    return out_indptr, out_indices, out_data
+            k = range_of_item[indices[q]]
+            if last_row[k] != row:
+                last_row[k] = row
+                rows[k] += 1
+                entries[k] += length
+    return rows, entries
+
+
+@numba.njit(nogil=True, cache=True)
+def _split_fill(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    range_of_item: np.ndarray,
+    first: int,
+    last: int,
+    rows: np.ndarray,
+    entries: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pieces of the ranges ``[first, last)``, one after another: row lengths, items, counts."""
+    n = last - first
+    row_cursor = np.zeros(n, dtype=np.int64)
+    entry_cursor = np.zeros(n, dtype=np.int64)
+    for k in range(1, n):
+        row_cursor[k] = row_cursor[k - 1] + rows[k - 1]
+        entry_cursor[k] = entry_cursor[k - 1] + entries[k - 1]
+    lengths = np.empty(rows.sum(), dtype=np.int64)
+    out_indices = np.empty(entries.sum(), dtype=indices.dtype)
+    out_data = np.empty(entries.sum(), dtype=data.dtype)
+    last_row = np.full(n, -1, dtype=np.int64)
+    for row in range(len(indptr) - 1):
+        length = indptr[row + 1] - indptr[row]
+        for q in range(indptr[row], indptr[row + 1]):
+            k = range_of_item[indices[q]] - first
+            if 0 <= k < n and last_row[k] != row:
+                last_row[k] = row
+                lengths[row_cursor[k]] = length
+                row_cursor[k] += 1
+                at = entry_cursor[k]
+                for r in range(indptr[row], indptr[row + 1]):
+                    out_indices[at] = indices[r]
+                    out_data[at] = data[r]
+                    at += 1
+                entry_cursor[k] = at
+    return lengths, out_indices, out_data
 
 
 @numba.njit(nogil=True, cache=True)

@@ -58,9 +58,9 @@ log = logging.getLogger(__name__)
 __all__ = ["BuildReport", "BuildResult", "build_indicators", "build_parts", "indicator_table"]
 
 _BLOCKS_PER_THREAD = 4
-_BYTES_PER_GATHERED_ENTRY = 24
-"""Memory per occurrence entry a block gathers: its rows (int64 item and count) and, for some,
-its item layout."""
+_BYTES_PER_GATHERED_ENTRY = 32
+"""Memory per occurrence entry an item block gathers: its pieces as read (int32 item and count),
+their stacked int64 copy, part of its item layout; also bounds a split group's buffers."""
 _BYTES_PER_SHARED_ENTRY = 32
 """Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each)."""
 _FAN_IN = 8
@@ -184,14 +184,23 @@ def build_parts(
         del work
     with _stage("indicators", timings):
         parts = [f"{folder}/parts/part-{number:06d}.parquet" for number in range(len(plan))]
-        # Every block reads the whole occurrence matrix once if it fits a worker comfortably;
-        # otherwise each block gathers its own users' rows, block files one at a time.
-        rows: Delayed | list[str] = delayed(_all_rows)(blocks) if shared else blocks
+        # The item blocks share one copy of the occurrence matrix if it fits a worker comfortably.
+        # Otherwise every bucket's rows are split once by item block (a user's row goes to each
+        # block holding one of its items), and each block reads only its own pieces.
+        rows: Delayed | list[str]
+        if shared:
+            rows = delayed(_all_rows)(blocks)
+        else:
+            cuts = np.array([start for start, _ in plan] + [plan[-1][1]], dtype=np.int64)
+            split = [f"{folder}/split/bucket-{b:06d}.arrow" for b in range(len(blocks))]
+            max_entries = task_memory_bytes() // _BYTES_PER_GATHERED_ENTRY
+            written = [delayed(_split_block)(block, cuts, max_entries, url) for block, url in zip(blocks, split)]
+            rows = delayed(_after)(written, split)
         tasks = [
             delayed(_indicator_part)(
-                rows, vocabulary, summary.margins, popularity, start, stop, config.indicators, url
+                rows, number, vocabulary, summary.margins, popularity, start, stop, config.indicators, url
             )
-            for (start, stop), url in zip(plan, parts)
+            for number, ((start, stop), url) in enumerate(zip(plan, parts))
         ]
         block_counts: list[dict[str, int]] = compute(materialise(tasks, show_progress))[0]
         item_id_type = compute(delayed(_arrow_type)(vocabulary))[0]
@@ -275,10 +284,10 @@ def _tree(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
 
 
 def _block_count(gathered_work: float, n_items: int) -> int:
-    """Item blocks: a few per thread for balance, more when the rows a block gathers (bounded by
-    its share of ``gathered_work``; 0 when the blocks share the whole matrix) would not fit in
-    half its task's share of memory."""
-    by_memory = math.ceil(2 * gathered_work * _BYTES_PER_GATHERED_ENTRY / task_memory_bytes())
+    """Item blocks: a few per thread for balance, more when the rows a block gathers (at most its
+    share of ``gathered_work``; 0 when the blocks share the whole matrix) would not fit its task's
+    share of memory."""
+    by_memory = math.ceil(gathered_work * _BYTES_PER_GATHERED_ENTRY / task_memory_bytes())
     return max(1, min(n_items, max(_BLOCKS_PER_THREAD * scheduler_threads(), by_memory)))
 
 
@@ -367,8 +376,14 @@ def _all_rows(blocks: list[str]) -> co.Occurrences:
     return co.item_rows((scratch.read_block(url)[0] for url in blocks), 0, np.iinfo(np.int64).max)
 
 
+def _split_block(block: str, cuts: np.ndarray, max_entries: int, url: str) -> None:
+    """Write a bucket's rows split by the item blocks ``cuts`` (see :func:`co.split_by_items`)."""
+    scratch.write_split(url, co.split_by_items(scratch.read_block(block)[0], cuts, max_entries))
+
+
 def _indicator_part(
     rows: co.Occurrences | list[str],
+    number: int,
     vocabulary: pd.Index,
     margins: co.Marginals,
     popularity: np.ndarray,
@@ -377,13 +392,14 @@ def _indicator_part(
     config: IndicatorConfig,
     url: str,
 ) -> dict[str, int]:
-    """Indicators of the items ``[start, stop)`` from the whole occurrence matrix, or from the
-    rows of the users who have one of them gathered from the block files; written to ``url`` as
-    a slice of the output table. Returns what it counted."""
+    """Indicators of the items ``[start, stop)`` (item block ``number``) from the whole
+    occurrence matrix, or from this block's pieces of every bucket's split file; written to
+    ``url`` as a slice of the output table. Returns what it counted."""
     if isinstance(rows, co.Occurrences):
         occurrences = rows
     else:
-        occurrences = co.item_rows((scratch.read_block(url)[0] for url in rows), start, stop)
+        n_items = len(vocabulary)
+        occurrences = co.item_rows((scratch.read_split(url, number, n_items) for url in rows), start, stop)
     block = indicator_block(occurrences, margins, start, stop, config.top_k, config.min_llr)
     scratch.write_part(url, indicator_table(vocabulary, block, popularity))
     return {

@@ -10,8 +10,12 @@ or not.
     batch B of every partition.
 ``kept/bucket-B.arrow``
     Bucket B's visitors' most recent rows (``user``, ``visitorid``, ``itemid``).
-``occurrences/bucket-B.npz``
-    Bucket B's occurrence matrix (users x all items, CSR) and, when downsampling, its user keys.
+``occurrences/raw-B.npz``, ``occurrences/final-B.npz``
+    Bucket B's occurrence matrix (users x all items, CSR) as counted and, for Mahout's table, as
+    scored (binarised, downsampled); the raw one keeps the user keys when downsampling.
+``split/bucket-B.arrow``
+    When the item blocks do not share one copy of the occurrence matrix: for every item block K,
+    batch K holds the rows of bucket B's users who have one of its items.
 ``parts/part-K.parquet``
     The indicators of item block K, in the output table's layout.
 """
@@ -22,7 +26,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -41,6 +45,8 @@ __all__ = [
     "read_frame",
     "write_block",
     "read_block",
+    "write_split",
+    "read_split",
     "write_part",
 ]
 
@@ -141,6 +147,38 @@ def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
         block = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
         keys = stored["user_keys"] if "user_keys" in stored.files else None
     return block, keys
+
+
+def write_split(url: str, pieces: Iterable[sp.csr_array]) -> None:
+    """Write row pieces as consecutive batches (``items`` and ``counts`` list columns, a row a user)."""
+    with _replacing(url) as f:
+        writer: pa.ipc.RecordBatchFileWriter | None = None
+        for piece in pieces:
+            offsets = pa.array(piece.indptr.astype(np.int32 if piece.nnz < 2**31 else np.int64))
+            list_type = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
+            batch = pa.record_batch(
+                {
+                    "items": list_type.from_arrays(offsets, pa.array(piece.indices)),
+                    "counts": list_type.from_arrays(offsets, pa.array(piece.data)),
+                }
+            )
+            if writer is None:
+                writer = pa.ipc.new_file(f, batch.schema)
+            writer.write_batch(batch)
+        if writer is not None:
+            writer.close()
+
+
+def read_split(url: str, piece: int, n_items: int) -> sp.csr_array:
+    """Batch ``piece`` of a file written by :func:`write_split`, as CSR rows over ``n_items`` items."""
+    with fsspec.open(url, "rb") as f:
+        batch = pa.ipc.open_file(f).get_batch(piece)
+    items, counts = batch.column("items"), batch.column("counts")
+    offsets = items.offsets.to_numpy()
+    indptr = offsets - offsets[0]
+    indices = items.values.to_numpy()[offsets[0] : offsets[-1]]
+    data = counts.values.to_numpy()[offsets[0] : offsets[-1]]
+    return sp.csr_array((data, indices, indptr), shape=(len(indptr) - 1, n_items))
 
 
 def write_part(url: str, table: pa.Table) -> None:

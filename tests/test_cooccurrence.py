@@ -117,9 +117,25 @@ def test_block_summaries_add_up_to_the_whole(rng: np.random.Generator, llr_table
     np.testing.assert_array_equal(halves.work, whole.work)
 
 
-def test_item_rows_keep_whole_rows_of_the_users_of_a_range(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("max_entries", [1, 50, 10**9])
+def test_split_by_items_gives_each_range_the_whole_rows_of_its_users(
+    rng: np.random.Generator, max_entries: int
+) -> None:
     block = random_occurrences(rng, 300, 50, 2000).by_user
-    rows = co.item_rows([block[:100], block[100:]], 10, 20)
+    cuts = np.array([0, 7, 10, 20, 20 + 1, 50])
+    pieces = list(co.split_by_items(block, cuts, max_entries))
+    assert len(pieces) == len(cuts) - 1
+    dense = block.toarray()
+    for (start, stop), piece in zip(zip(cuts[:-1], cuts[1:]), pieces):
+        wanted = dense[(dense[:, start:stop] != 0).any(axis=1)]
+        np.testing.assert_array_equal(piece.toarray(), wanted)
+
+
+def test_item_rows_stack_pieces_and_keep_only_the_range_columns(rng: np.random.Generator) -> None:
+    block = random_occurrences(rng, 300, 50, 2000).by_user
+    halves = [block[:100], block[100:]]
+    pieces = [list(co.split_by_items(half, np.array([0, 10, 20, 50]), 10**9))[1] for half in halves]
+    rows = co.item_rows(pieces, 10, 20)
     dense = block.toarray()
     wanted = dense[(dense[:, 10:20] != 0).any(axis=1)]
     np.testing.assert_array_equal(rows.by_user.toarray(), wanted)
@@ -127,3 +143,5 @@ def test_item_rows_keep_whole_rows_of_the_users_of_a_range(rng: np.random.Genera
     np.testing.assert_array_equal(columns[:, 10:20], wanted[:, 10:20])
     assert columns[:, :10].sum() == 0 and columns[:, 20:].sum() == 0
     assert rows.by_item.has_sorted_indices
+    whole = co.item_rows(halves, 0, 50)
+    np.testing.assert_array_equal(whole.by_item.toarray(), dense)
