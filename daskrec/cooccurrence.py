@@ -121,8 +121,8 @@ def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int) -> Occurren
         indices_list.append(piece.indices)
         data_list.append(piece.data)
     indptr = np.r_[0, np.cumsum(np.concatenate(indptrs))].astype(np.int64)
-    indices = np.concatenate(indices_list).astype(np.int64, copy=False)
-    data = np.concatenate(data_list).astype(COUNT_DTYPE, copy=False)
+    indices = np.concatenate(indices_list, dtype=np.int64)  # widened while copied: no int32 copy
+    data = np.concatenate(data_list, dtype=COUNT_DTYPE)
     del indptrs, indices_list, data_list
     item_indptr, item_users, item_data = _columns(indptr, indices, data, start, min(stop, n_items), n_items)
     shape = (len(indptr) - 1, n_items)

@@ -58,9 +58,10 @@ log = logging.getLogger(__name__)
 __all__ = ["BuildReport", "BuildResult", "build_indicators", "build_parts", "indicator_table"]
 
 _BLOCKS_PER_THREAD = 4
-_BYTES_PER_GATHERED_ENTRY = 32
-"""Memory per occurrence entry an item block gathers: its pieces as read (int32 item and count),
-their stacked int64 copy, part of its item layout; also bounds a split group's buffers."""
+_BYTES_PER_GATHERED_ENTRY = 40
+"""Memory per occurrence entry an item block gathers: its pieces as read (int32 item and count,
+8 bytes), their stacked int64 copy (16), part of its item layout, and a margin (measured: 32
+left a 100M-event build 8% over its limit); also bounds a split group's buffers."""
 _BYTES_PER_SHARED_ENTRY = 32
 """Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each)."""
 _FAN_IN = 8
