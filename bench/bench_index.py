@@ -105,7 +105,7 @@ def main() -> None:
         build = BuildConfig(ingest=IngestConfig(event_types=None))
         with connect(ClusterConfig(workers=args.workers, threads=args.threads), dashboard_address=":0"):
             result = build_indicators([str(events)], build)
-            write_output(str(out), result.table, build_manifest([str(events)], build, result))
+            write_output(str(out), result.table, build_manifest([str(events)], build, result.report))
             # One untimed load first: a freshly started JVM would make whichever load runs first
             # pay for its JIT warm-up.
             single_thread_load(connect_es(settings), read_indicators(str(out)), config, plain_actions)
