@@ -35,7 +35,7 @@ def main() -> None:
         event = "all" if args.mode == "all" else "transaction"
         daskrec_s, daskrec_peak = run_measured(
             [sys.executable, "-m", "daskrec", "build", str(data), "--out", str(out), "--event", event,
-             "--no-progress", "--dashboard-address", ":0"]
+             "--preset", "tutorial", "--no-progress", "--dashboard-address", ":0"]
         )
         reference_s, reference_peak = run_measured(
             [sys.executable, str(HERE / "reference_build.py"), str(data), str(ref), "--event", event]

@@ -7,6 +7,7 @@ how to fix it), 1 anything else. ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -16,14 +17,18 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
+import pyarrow as pa
 
 from .config import (
     ALL_EVENTS,
+    PRESETS,
     BuildConfig,
     ClusterConfig,
     IndexConfig,
     IndicatorConfig,
     IngestConfig,
+    Layout,
+    Preset,
 )
 from .errors import DaskrecError
 
@@ -33,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _INGEST = IngestConfig()
-_INDICATORS = IndicatorConfig()
 _CLUSTER = ClusterConfig()
 _INDEX = IndexConfig()
 SECRET_VARIABLES = ("DASKREC_ES_API_KEY", "DASKREC_ES_USERNAME", "DASKREC_ES_PASSWORD")
@@ -88,6 +92,68 @@ def es_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _preset_value(preset: Preset, name: str) -> object:
+    """The value a preset gives the build option ``name`` (an IngestConfig or IndicatorConfig field, or ``layout``)."""
+    if name == "layout":
+        return preset.layout
+    if name == "event_types":
+        return ",".join(preset.build.ingest.event_types or (ALL_EVENTS,))
+    section = preset.build.ingest if hasattr(preset.build.ingest, name) else preset.build.indicators
+    return getattr(section, name)
+
+
+def _preset_help(text: str, name: str) -> str:
+    """Help text ending with the option's value in each preset."""
+    values = "; ".join(f"{key}: {_preset_value(preset, name)}" for key, preset in sorted(PRESETS.items()))
+    return f"{text} [{values}]"
+
+
+def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that decide a build, handed to ``command`` as ``config`` (a BuildConfig) and
+    ``layout``: a ``--preset`` gives every value, and options given on the command line win."""
+
+    @click.option(
+        "--preset",
+        type=click.Choice(sorted(PRESETS)),
+        default="default",
+        help="Recipe the other options start from: default (measured best) or tutorial (the SPEC's recipe, exactly).",
+    )
+    @click.option("--event", "event_types", default=None, help=_preset_help("Primary event type(s), comma-separated, or 'all'.", "event_types"))
+    @click.option("--recent", type=click.IntRange(min=1), default=None, help=_preset_help(_doc(IngestConfig, "recent"), "recent"))
+    @click.option("--top-k", type=click.IntRange(min=1), default=None, help=_preset_help(_doc(IndicatorConfig, "top_k"), "top_k"))
+    @click.option("--min-llr", type=float, default=None, help=_preset_help(_doc(IndicatorConfig, "min_llr"), "min_llr"))
+    @click.option(
+        "--llr-table",
+        type=click.Choice(["cooccurrence", "users"]),
+        default=None,
+        help=_preset_help("users: Mahout's table of user counts; cooccurrence: the SPEC's table of co-occurrence sums.", "llr_table"),
+    )
+    @click.option("--max-per-user", type=click.IntRange(min=1), default=None, help=_doc(IndicatorConfig, "max_per_user"))
+    @click.option("--max-per-item", type=click.IntRange(min=1), default=None, help=_doc(IndicatorConfig, "max_per_item"))
+    @click.option("--seed", type=int, default=None, help=_preset_help(_doc(IndicatorConfig, "seed"), "seed"))
+    @click.option("--layout", type=click.Choice(["weighted", "keyword"]), default=None, help=_preset_help(_doc(IndexConfig, "layout"), "layout"))
+    @click.option(
+        "--on-bad-rows", type=click.Choice(["error", "skip"]), default=_INGEST.on_bad_rows, help=_doc(IngestConfig, "on_bad_rows")
+    )
+    @click.option("--blocksize", type=int, default=_INGEST.blocksize, help=_doc(IngestConfig, "blocksize"))
+    @functools.wraps(command)
+    def wrapper(preset: str, event_types: str | None, layout: str | None, on_bad_rows: str, blocksize: int, **kwargs: Any) -> Any:
+        chosen = PRESETS[preset]
+        ingest, indicators = chosen.build.ingest, chosen.build.indicators
+        given = {name: kwargs.pop(name) for name in ("recent", "top_k", "min_llr", "llr_table", "max_per_user", "max_per_item", "seed")}
+        given = {name: value for name, value in given.items() if value is not None}
+        ingest = dataclasses.replace(
+            ingest, on_bad_rows=on_bad_rows, blocksize=blocksize, **{n: v for n, v in given.items() if n == "recent"}
+        )
+        if event_types is not None:  # "all" becomes None: every type
+            ingest = dataclasses.replace(ingest, event_types=_event_types(event_types))
+        indicators = dataclasses.replace(indicators, **{n: v for n, v in given.items() if n != "recent"})
+        config = BuildConfig(ingest=ingest, indicators=indicators)
+        return command(config=config, layout=layout or chosen.layout, **kwargs)
+
+    return wrapper
+
+
 @contextlib.contextmanager
 def _reporting(path: str | None) -> Iterator[None]:
     """Record Dask's performance report of the enclosed work into ``path`` (if given)."""
@@ -125,28 +191,7 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 @cli.command()
 @click.argument("events", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, help="Folder for indicators.parquet and manifest.json.")
-@click.option(
-    "--event",
-    "event_types",
-    default=",".join(_INGEST.event_types or (ALL_EVENTS,)),
-    help=f"Primary event type(s), comma-separated, or '{ALL_EVENTS}'.",
-)
-@click.option("--recent", type=click.IntRange(min=1), default=_INGEST.recent, help=_doc(IngestConfig, "recent"))
-@click.option("--top-k", type=click.IntRange(min=1), default=_INDICATORS.top_k, help=_doc(IndicatorConfig, "top_k"))
-@click.option("--min-llr", type=float, default=_INDICATORS.min_llr, help=_doc(IndicatorConfig, "min_llr"))
-@click.option(
-    "--llr-table",
-    type=click.Choice(["cooccurrence", "users"]),
-    default=_INDICATORS.llr_table,
-    help="cooccurrence: the SPEC's table of co-occurrence sums; users: Mahout's table of user counts.",
-)
-@click.option("--max-per-user", type=click.IntRange(min=1), default=None, help=_doc(IndicatorConfig, "max_per_user"))
-@click.option("--max-per-item", type=click.IntRange(min=1), default=None, help=_doc(IndicatorConfig, "max_per_item"))
-@click.option("--seed", type=int, default=_INDICATORS.seed, help=_doc(IndicatorConfig, "seed"))
-@click.option(
-    "--on-bad-rows", type=click.Choice(["error", "skip"]), default=_INGEST.on_bad_rows, help=_doc(IngestConfig, "on_bad_rows")
-)
-@click.option("--blocksize", type=int, default=_INGEST.blocksize, help=_doc(IngestConfig, "blocksize"))
+@build_options
 @click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "workers"))
 @click.option("--threads", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "threads"))
@@ -164,16 +209,8 @@ def build(
     ctx: click.Context,
     events: tuple[str, ...],
     out_dir: str,
-    event_types: str,
-    recent: int,
-    top_k: int,
-    min_llr: float,
-    llr_table: str,
-    max_per_user: int | None,
-    max_per_item: int | None,
-    seed: int,
-    on_bad_rows: str,
-    blocksize: int,
+    config: BuildConfig,
+    layout: Layout,
     scheduler: str | None,
     workers: int | None,
     threads: int | None,
@@ -191,26 +228,10 @@ def build(
     from .ingest import expand_inputs
     from .output import write_build
 
-    config = BuildConfig(
-        ingest=IngestConfig(
-            event_types=_event_types(event_types),
-            recent=recent,
-            on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
-            blocksize=blocksize,
-        ),
-        indicators=IndicatorConfig(
-            top_k=top_k,
-            min_llr=min_llr,
-            llr_table=llr_table,  # type: ignore[arg-type]
-            max_per_user=max_per_user,
-            max_per_item=max_per_item,
-            seed=seed,
-        ),
-    )
     cluster = ClusterConfig(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit)
     expand_inputs(events)  # fail on a bad path or header before starting any cluster
     quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
-    index_config = IndexConfig(alias=alias, keep=keep)
+    index_config = IndexConfig(alias=alias, keep=keep, layout=layout)
     es = None
     if es_url is not None:
         from .es import connect_es
@@ -269,6 +290,14 @@ def show(out_dir: str, n_items: int) -> None:
 @es_options
 @click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
 @click.option("--replicas", type=click.IntRange(min=0), default=_INDEX.replicas, help=_doc(IndexConfig, "replicas"))
+@click.option(
+    "--layout",
+    type=click.Choice(["weighted", "keyword"]),
+    default=_INDEX.layout,
+    help=_doc(IndexConfig, "layout"),
+)
+@click.option("--properties", "properties_path", default=None, help="CSV/Parquet of item properties: an 'item' column and one per property.")
+@click.option("--list-columns", default="", help="Property columns whose text holds several values separated by '|'.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "workers"))
 @click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
 @click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
@@ -282,6 +311,9 @@ def index_command(
     alias: str,
     keep: int,
     replicas: int,
+    layout: str,
+    properties_path: str | None,
+    list_columns: str,
     workers: int | None,
     scheduler: str | None,
     dashboard_address: str,
@@ -290,16 +322,22 @@ def index_command(
 ) -> None:
     """Index the build in OUT_DIR into a new generation and move the alias to it."""
     from .cluster import connect
-    from .index import write_index
+    from .index import read_item_properties, write_index
+    from .output import read_manifest
 
-    config = IndexConfig(alias=alias, keep=keep, replicas=replicas)
+    config = IndexConfig(alias=alias, keep=keep, replicas=replicas, layout=layout)  # type: ignore[arg-type]
+    properties = None
+    if properties_path is not None:
+        columns = [c.strip() for c in list_columns.split(",") if c.strip()]
+        item_type = pa.type_for_alias(read_manifest(out_dir)["item_id_type"])
+        properties = read_item_properties(properties_path, item_type, columns)
     quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
     cluster = ClusterConfig(scheduler=scheduler, workers=workers)
     with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client, _reporting(
         report_path
     ):
         click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-        report = write_index(out_dir, es, config, show_progress=progress)
+        report = write_index(out_dir, es, config, properties=properties, show_progress=progress)
     click.echo(f"{report.documents} documents in {report.index}, now behind alias {alias!r}")
 
 
@@ -316,20 +354,119 @@ def similar(item: str, es: EsSettings, alias: str) -> None:
             click.echo(indicator)
 
 
+def _property_values(pairs: tuple[str, ...], option: str) -> dict[str, list[str]]:
+    """``NAME=VALUE`` options grouped by name."""
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint=option)
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def _property_boosts(triples: tuple[str, ...]) -> list[tuple[str, object, float]]:
+    """``NAME=VALUE=FACTOR`` options."""
+    out: list[tuple[str, object, float]] = []
+    for triple in triples:
+        name, _, rest = triple.partition("=")
+        value, _, factor = rest.rpartition("=")
+        try:
+            out.append((name, value, float(factor)))
+        except ValueError:
+            raise click.BadParameter(f"{triple!r} is not NAME=VALUE=FACTOR", param_hint="--boost") from None
+        if not name or not value:
+            raise click.BadParameter(f"{triple!r} is not NAME=VALUE=FACTOR", param_hint="--boost")
+    return out
+
+
 @cli.command()
 @click.option("--history", required=True, help="The user's recent items, comma-separated.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, help="Items to recommend.")
 @click.option("--backfill/--no-backfill", default=True, help="Fill up with popular items when few match.")
+@click.option("--exclude", default="", help="Items never to recommend (already seen, a blacklist), comma-separated.")
+@click.option("--include", multiple=True, help="NAME=VALUE: only items whose property NAME has VALUE (repeatable).")
+@click.option("--exclude-where", multiple=True, help="NAME=VALUE: no item whose property NAME has VALUE (repeatable).")
+@click.option("--boost", multiple=True, help="NAME=VALUE=FACTOR: multiply the score of items with that property value.")
 @es_options
-def recommend(history: str, k: int, backfill: bool, es: EsSettings, alias: str) -> None:
+def recommend(
+    history: str,
+    k: int,
+    backfill: bool,
+    exclude: str,
+    include: tuple[str, ...],
+    exclude_where: tuple[str, ...],
+    boost: tuple[str, ...],
+    es: EsSettings,
+    alias: str,
+) -> None:
     """Print up to K items for a user with the given history: item, score, reason."""
     from .es import connect_es
+    from .serve import ItemFilter
     from .serve import recommend as recommend_items
 
     items = [item.strip() for item in history.split(",") if item.strip()]
+    item_filter = ItemFilter(
+        exclude=tuple(item.strip() for item in exclude.split(",") if item.strip()),
+        include=_property_values(include, "--include"),
+        exclude_where=_property_values(exclude_where, "--exclude-where"),
+        boosts=_property_boosts(boost),
+    )
     with connect_es(es) as client:
-        for found in recommend_items(client, items, k, index=alias, backfill=backfill):
+        for found in recommend_items(client, items, k, index=alias, backfill=backfill, item_filter=item_filter):
             click.echo(f"{found.item}\t{found.score:.4f}\t{found.reason}")
+
+
+@cli.command()
+@click.argument("events", nargs=-1, required=True)
+@build_options
+@click.option("--split", type=click.Choice(["per-user", "global"]), default="per-user", help="How train and test are cut by time.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, help="List length scored.")
+@click.option("--json", "json_path", default=None, help="Write the metrics here as JSON.")
+@click.option("--plot", "plot_path", default=None, help="Write a bar chart of the metrics here (PNG).")
+@click.option("--es/--no-es", "use_es", default=True, help="Serve from Elasticsearch, or rank in process the same way.")
+@click.option("--es-url", envvar="DASKREC_ES_URL", default="http://127.0.0.1:9200", show_envvar=True, help="Elasticsearch URL.")
+@click.option("--baselines/--no-baselines", default=True, help="Also score popularity, Jaccard and implicit's item-item models.")
+@click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
+@click.option("--progress/--no-progress", default=False, help="Show progress bars.")
+@click.pass_context
+def evaluate(
+    ctx: click.Context,
+    events: tuple[str, ...],
+    config: BuildConfig,
+    layout: Layout,
+    split: str,
+    k: int,
+    json_path: str | None,
+    plot_path: str | None,
+    use_es: bool,
+    es_url: str,
+    baselines: bool,
+    scheduler: str | None,
+    progress: bool,
+) -> None:
+    """Score a configuration and baselines on a temporal split of EVENTS (NDCG, precision, recall, MAP at k)."""
+    import json
+
+    from .cluster import connect
+    from .es import connect_es
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import format_table, plot_metrics
+
+    es = _settings_from_environment(es_url) if use_es else None
+    if es is not None:
+        connect_es(es).close()  # fail before the work
+    quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
+    with connect(ClusterConfig(scheduler=scheduler), worker_log_level=quiet):
+        result = run_evaluation(
+            list(events), config, split=split, k=k, layout=layout, es=es, baselines=baselines, show_progress=progress  # type: ignore[arg-type]
+        )
+    click.echo(format_table(result))
+    if json_path is not None:
+        with open(json_path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2, default=str)
+    if plot_path is not None:
+        plot_metrics(result, plot_path)
 
 
 def main(argv: list[str] | None = None) -> int:

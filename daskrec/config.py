@@ -1,6 +1,8 @@
-"""Options of a daskrec build, with the defaults of the reference recipe (SPEC).
+"""Options of a daskrec build and of its serving layout.
 
-This module is the only place where defaults live; the CLI reads them from here.
+This module is the only place where defaults live; the CLI reads them from here. The defaults
+are the configuration that evaluated best on the real datasets (``daskrec evaluate``, see the
+README); :data:`TUTORIAL` is the reference recipe of the SPEC, kept exactly.
 """
 
 from __future__ import annotations
@@ -10,13 +12,25 @@ from typing import Literal
 
 from .errors import ConfigError
 
-__all__ = ["IngestConfig", "IndicatorConfig", "ClusterConfig", "BuildConfig", "IndexConfig", "ALL_EVENTS"]
+__all__ = [
+    "IngestConfig",
+    "IndicatorConfig",
+    "ClusterConfig",
+    "BuildConfig",
+    "IndexConfig",
+    "Preset",
+    "PRESETS",
+    "TUTORIAL",
+    "ALL_EVENTS",
+]
 
 ALL_EVENTS = "all"
 """Value of ``--event`` that keeps every event type."""
 
 OnBadRows = Literal["error", "skip"]
 LLRTable = Literal["cooccurrence", "users"]
+Layout = Literal["weighted", "keyword"]
+"""How indicators are laid out in Elasticsearch; see :mod:`daskrec.ranking`."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +40,8 @@ class IngestConfig:
     event_types: tuple[str, ...] | None = ("transaction",)
     """Event types that make up the primary matrix; ``None`` keeps every type."""
 
-    recent: int = 50
-    """Rows kept per visitor: the most recent by timestamp, later input rows winning ties."""
+    recent: int = 200
+    """Rows kept per visitor: the most recent by timestamp, later input rows winning ties (the tutorial keeps 50)."""
 
     on_bad_rows: OnBadRows = "error"
     """``error`` stops at the first malformed row; ``skip`` drops such rows and counts them."""
@@ -53,15 +67,15 @@ class IngestConfig:
 class IndicatorConfig:
     """How co-occurrences are scored and cut to each item's indicators."""
 
-    top_k: int = 50
-    """Indicators kept per item at most, best first."""
+    top_k: int = 100
+    """Indicators kept per item at most, best first (the tutorial keeps 50)."""
 
-    min_llr: float = 5.0
-    """Smallest root-LLR score an indicator may have; a score of exactly 0 is never kept."""
+    min_llr: float = 3.0
+    """Smallest root-LLR score an indicator may have (the tutorial's is 5); a score of exactly 0 is never kept."""
 
-    llr_table: LLRTable = "cooccurrence"
-    """``cooccurrence``: the SPEC's 2x2 table from co-occurrence sums (default).
-    ``users``: Apache Mahout's table from user counts on binarised occurrences."""
+    llr_table: LLRTable = "users"
+    """``users`` (default): Apache Mahout's table from user counts on binarised occurrences.
+    ``cooccurrence``: the SPEC's (the tutorial's) 2x2 table from co-occurrence sums."""
 
     max_per_user: int | None = None
     """``users`` table only: downsample each user's row to about this many items (Mahout uses 500)."""
@@ -142,6 +156,9 @@ class IndexConfig:
     max_chunk_bytes: int = 5 * 2**20
     """Bytes per bulk request at most."""
 
+    layout: Layout = "weighted"
+    """``weighted``: matches count by indicator strength (rounded root LLR); ``keyword``: plain matches (the tutorial's)."""
+
     def __post_init__(self) -> None:
         if not self.alias or self.alias != self.alias.lower() or any(c in self.alias for c in ' "*\\<|,>/?#:'):
             raise ConfigError(f"alias: {self.alias!r} is not a valid Elasticsearch index name (lowercase, no spaces).")
@@ -149,6 +166,8 @@ class IndexConfig:
             raise ConfigError(f"keep: must be at least 1, got {self.keep}.")
         if self.replicas < 0 or self.chunk_size < 1 or self.max_chunk_bytes < 1024:
             raise ConfigError("replicas/chunk_size/max_chunk_bytes: must be >= 0 / >= 1 / >= 1024.")
+        if self.layout not in ("weighted", "keyword"):
+            raise ConfigError(f"layout: must be 'weighted' or 'keyword', got {self.layout!r}.")
 
 
 @dataclass(frozen=True)
@@ -160,3 +179,28 @@ class BuildConfig:
 
     indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
     """Scoring and selecting indicators."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: how indicators are built and how they are laid out for ranking."""
+
+    build: BuildConfig
+    """The build options."""
+
+    layout: Layout
+    """The Elasticsearch layout (see :mod:`daskrec.ranking`)."""
+
+
+TUTORIAL = Preset(
+    build=BuildConfig(
+        ingest=IngestConfig(event_types=("transaction",), recent=50),
+        indicators=IndicatorConfig(top_k=50, min_llr=5.0, llr_table="cooccurrence"),
+    ),
+    layout="keyword",
+)
+"""The reference recipe of the SPEC and the original tutorial, exactly: co-occurrence-sum table,
+root LLR >= 5, top 50, the last 50 events per visitor, plain keyword matching."""
+
+PRESETS: dict[str, Preset] = {"default": Preset(build=BuildConfig(), layout="weighted"), "tutorial": TUTORIAL}
+"""Named recipes for ``--preset``; ``default`` is what the dataclass defaults give."""

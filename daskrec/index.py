@@ -14,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,7 +28,8 @@ from elasticsearch import Elasticsearch, helpers
 from elasticsearch.exceptions import ApiError, NotFoundError, TransportError
 
 from .config import IndexConfig
-from .errors import IndexingError
+from .ranking import LINEAR_K1, Layout, term_frequencies
+from .errors import IndexingError, InputError
 from .es import EsSettings, connect_es
 from .output import indicators_url
 from .scheduling import materialise
@@ -41,11 +43,24 @@ __all__ = [
     "bulk_actions",
     "alias_actions",
     "stale_generations",
+    "generation_meta",
+    "read_item_properties",
+    "search_fields",
     "write_index",
 ]
 
 INDICATOR_FIELDS = ("indicators",)
-"""Document fields that hold indicator ids (one more per cross-occurrence event type later)."""
+"""Document fields that hold indicator ids, best first (one more per cross-occurrence type later)."""
+
+WEIGHTED_PREFIX = "weighted_"
+"""Prefix of the searched field of the ``weighted`` layout: ``weighted_indicators`` repeats each
+indicator id by its rounded score (see :mod:`daskrec.ranking`); it is left out of ``_source``."""
+
+PROPERTIES = "properties"
+"""Object field with the item properties given at index time (strings become keywords)."""
+
+SIMILARITY = "daskrec_linear"
+"""Name of the index similarity of the searched indicator fields."""
 
 _FIRST_ERRORS = 5
 
@@ -74,36 +89,72 @@ def generation_name(alias: str, now: dt.datetime) -> str:
     return f"{alias}-{now.astimezone(dt.timezone.utc):%Y%m%d%H%M%S%f}"
 
 
-def index_template(alias: str) -> dict[str, Any]:
+LOADING, COMPLETE = "loading", "complete"
+"""Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind."""
+
+
+def search_fields(layout: Layout) -> tuple[str, ...]:
+    """The fields a history is searched against in ``layout``.
+
+    Examples
+    --------
+    >>> search_fields("weighted"), search_fields("keyword")
+    (('weighted_indicators',), ('indicators',))
+    """
+    return tuple(f"{WEIGHTED_PREFIX}{field}" if layout == "weighted" else field for field in INDICATOR_FIELDS)
+
+
+def index_template(alias: str, layout: Layout = "weighted") -> dict[str, Any]:
     """Index template for the generations of ``alias``: explicit keyword mappings (ids are kept
-    exact, never analysed) and no dynamic fields. Indicator fields are only matched, never sorted
-    or aggregated, so they carry no doc values (a third less indexing work)."""
+    exact, never analysed), no dynamic fields except item properties, and the ranking of
+    :mod:`daskrec.ranking` (BM25 with ``b = 0`` and a large ``k1`` on the searched fields).
+    Indicator fields are only matched, never sorted or aggregated, so they carry no doc values.
+    The layout is recorded in the mapping's ``_meta`` for :func:`daskrec.serve.recommend`."""
     keyword = {"type": "keyword"}
-    matched_only = {"type": "keyword", "doc_values": False}
+    matched = {"type": "keyword", "doc_values": False, "similarity": SIMILARITY}
+    stored_only = {"type": "float", "index": False, "doc_values": False}
+    weighted = {**matched, "index_options": "freqs"}
+    fields: dict[str, Any] = {}
+    for field in INDICATOR_FIELDS:
+        fields[field] = matched
+        fields[field.replace("indicators", "scores")] = stored_only
+        if layout == "weighted":
+            fields[f"{WEIGHTED_PREFIX}{field}"] = weighted
     return {
         "index_patterns": [f"{alias}-*"],
         "priority": 500,
         "template": {
-            "settings": {"number_of_shards": 1},
+            "settings": {
+                "number_of_shards": 1,
+                "similarity": {SIMILARITY: {"type": "BM25", "k1": LINEAR_K1, "b": 0.0}},
+            },
             "mappings": {
                 "dynamic": "strict",
+                "_source": {"excludes": [f"{WEIGHTED_PREFIX}*"]},
+                "_meta": generation_meta(LOADING, layout),
+                "dynamic_templates": [
+                    {
+                        "property_text": {
+                            "path_match": f"{PROPERTIES}.*",
+                            "match_mapping_type": "string",
+                            "mapping": {"type": "keyword"},
+                        }
+                    }
+                ],
                 "properties": {
                     "id": keyword,
                     "popularity": {"type": "long"},
-                    **{field: matched_only for field in INDICATOR_FIELDS},
+                    PROPERTIES: {"type": "object", "dynamic": True},
+                    **fields,
                 },
             },
         },
     }
 
 
-LOADING, COMPLETE = "loading", "complete"
-"""Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind."""
-
-
-def state_mapping(state: str) -> dict[str, Any]:
-    """The mapping update that records a generation's load state in its ``_meta``."""
-    return {"_meta": {"daskrec_state": state}}
+def generation_meta(state: str, layout: Layout) -> dict[str, str]:
+    """A generation's ``_meta``: its load state and layout (a mapping update replaces it whole)."""
+    return {"daskrec_state": state, "daskrec_layout": layout}
 
 
 def loading_settings() -> dict[str, Any]:
@@ -117,19 +168,35 @@ def serving_settings(replicas: int) -> dict[str, Any]:
     return {"index": {"refresh_interval": None, "number_of_replicas": replicas, "translog.durability": "request"}}
 
 
-def indicator_documents(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """One document per row of an indicators table: ``{"id", "indicators", "popularity"}``.
+def indicator_documents(
+    table: pa.Table, layout: Layout = "weighted", properties: Mapping[object, dict[str, Any]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """One document per row of an indicators table: ``id``, ``indicators`` (ids, best first),
+    ``scores``, ``popularity``, in the ``weighted`` layout the searched ``weighted_indicators``,
+    and the item's ``properties`` when given.
 
     Examples
     --------
-    >>> table = pa.table({"item": [1], "indicators": [[2, 3]], "scores": [[9.0, 6.0]], "popularity": [4]})
-    >>> list(indicator_documents(table))
-    [{'id': 1, 'indicators': [2, 3], 'popularity': 4}]
+    >>> table = pa.table({"item": [1], "indicators": [[2, 3]], "scores": [[2.2, 1.0]], "popularity": [4]})
+    >>> list(indicator_documents(table, "keyword"))
+    [{'id': 1, 'indicators': [2, 3], 'scores': [2.2, 1.0], 'popularity': 4}]
+    >>> next(indicator_documents(table, "weighted", {1: {"genre": "jazz"}}))["weighted_indicators"]
+    [2, 2, 3]
     """
-    columns = [c for c in ("indicators", "popularity") if c in table.column_names]
-    for batch in table.select(["item", *columns]).to_batches():
+    stored = [c for c in ("popularity",) if c in table.column_names]
+    lists = [f for field in INDICATOR_FIELDS for f in (field, field.replace("indicators", "scores"))]
+    for batch in table.select(["item", *lists, *stored]).to_batches():
         for row in batch.to_pylist():
-            yield {"id": row.pop("item"), **row}
+            document = {"id": row.pop("item"), **row}
+            if layout == "weighted":
+                for field in INDICATOR_FIELDS:
+                    counts = term_frequencies(np.asarray(row[field.replace("indicators", "scores")]), layout)
+                    document[f"{WEIGHTED_PREFIX}{field}"] = [
+                        item for item, count in zip(row[field], counts.tolist()) for _ in range(count)
+                    ]
+            if properties is not None and document["id"] in properties:
+                document[PROPERTIES] = properties[document["id"]]
+            yield document
 
 
 def bulk_actions(documents: Iterable[dict[str, Any]], index: str) -> Iterator[tuple[dict[str, Any], bytes]]:
@@ -165,7 +232,12 @@ def stale_generations(alias: str, indices: Iterable[str], keep: int, live: str) 
 
 
 def write_index(
-    out_dir: str, settings: EsSettings, config: IndexConfig = IndexConfig(), *, show_progress: bool = False
+    out_dir: str,
+    settings: EsSettings,
+    config: IndexConfig = IndexConfig(),
+    *,
+    properties: Mapping[object, dict[str, Any]] | None = None,
+    show_progress: bool = False,
 ) -> IndexReport:
     """Load the build in ``out_dir`` into a new generation and move ``config.alias`` to it.
 
@@ -176,7 +248,9 @@ def write_index(
     settings
         Where Elasticsearch is and how to authenticate.
     config
-        Alias, generations kept, replicas, bulk sizes.
+        Alias, generations kept, replicas, bulk sizes, layout.
+    properties
+        Item properties by item id (from :func:`read_item_properties`), for filters and boosts.
     show_progress
         Show a progress bar over the bulk tasks.
 
@@ -199,13 +273,14 @@ def write_index(
     expected, row_groups = metadata.num_rows, metadata.num_row_groups
     _check_alias_name_is_free(client, config.alias)
     _delete_abandoned_loads(client, config.alias)
-    client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias))
+    client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias, config.layout))
     new_index = generation_name(config.alias, dt.datetime.now(dt.timezone.utc))
-    client.indices.create(index=new_index, settings=loading_settings(), mappings=state_mapping(LOADING))
+    client.indices.create(index=new_index, settings=loading_settings(), mappings={"_meta": generation_meta(LOADING, config.layout)})
     log.info("index: loading %d documents into %s", expected, new_index)
+    shared_properties = delayed(properties) if properties is not None else None
     try:
         tasks = [
-            delayed(_load_row_group)(url, group, settings, new_index, config.chunk_size, config.max_chunk_bytes)
+            delayed(_load_row_group)(url, group, settings, new_index, config, shared_properties)
             for group in range(row_groups)
         ]
         started = time.perf_counter()
@@ -224,7 +299,7 @@ def write_index(
         indexed = int(client.count(index=new_index)["count"])
         if indexed != expected:
             raise IndexingError(f"{new_index} holds {indexed} documents, expected {expected}; the alias was not moved.")
-        client.indices.put_mapping(index=new_index, **state_mapping(COMPLETE))
+        client.indices.put_mapping(index=new_index, meta=generation_meta(COMPLETE, config.layout))
         current = _alias_targets(client, config.alias)
         client.indices.update_aliases(**alias_actions(config.alias, new_index, current))
     except (ApiError, TransportError) as err:
@@ -250,6 +325,52 @@ def write_index(
     )
 
 
+def read_item_properties(
+    url: str, item_type: pa.DataType, list_columns: Iterable[str] = ()
+) -> dict[object, dict[str, Any]]:
+    """Item properties from a CSV or Parquet file with an ``item`` column; every other column is
+    a property (text becomes a keyword field, numbers stay numbers; in ``list_columns`` a text
+    cell holds several values separated by ``|``, as MovieLens lists genres). Empty cells are
+    left out.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, has no ``item`` column, repeats an item, names an unknown list
+        column, or has item ids that are not of the build's type.
+    """
+    import pandas as pd
+
+    try:
+        if url.endswith(".parquet"):
+            frame = pd.read_parquet(url)
+        else:
+            frame = pd.read_csv(url, dtype={"item": "string" if pa.types.is_string(item_type) else None})
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read item properties: {err}", path=url) from None
+    if "item" not in frame.columns:
+        raise InputError("item properties need an 'item' column with the item ids.", path=url, column="item")
+    unknown = sorted(set(list_columns) - set(frame.columns))
+    if unknown:
+        raise InputError(f"list columns {unknown} are not in the file (it has {list(frame.columns)}).", path=url)
+    repeated = frame["item"].duplicated()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated.to_numpy())[0])
+        raise InputError(f"item {frame['item'].iloc[row]!r} appears twice.", path=url, row=row + 1, column="item")
+    if pa.types.is_integer(item_type) and not pd.api.types.is_integer_dtype(frame["item"]):
+        raise InputError("the build's item ids are integers but these are not.", path=url, column="item")
+    lists = set(list_columns)
+    out: dict[object, dict[str, Any]] = {}
+    for record in frame.to_dict("records"):
+        item = record.pop("item")
+        out[item.item() if hasattr(item, "item") else item] = {
+            name: (value.split("|") if name in lists else value)
+            for name, value in record.items()
+            if not (isinstance(value, float) and np.isnan(value)) and value is not None
+        }
+    return out
+
+
 def _compute(persisted: list[Any]) -> list[tuple[int, int, list[str]]]:
     from dask.base import compute
 
@@ -258,7 +379,12 @@ def _compute(persisted: list[Any]) -> list[tuple[int, int, list[str]]]:
 
 
 def _load_row_group(
-    url: str, group: int, settings: EsSettings, index: str, chunk_size: int, max_chunk_bytes: int
+    url: str,
+    group: int,
+    settings: EsSettings,
+    index: str,
+    config: IndexConfig,
+    properties: Mapping[object, dict[str, Any]] | None,
 ) -> tuple[int, int, list[str]]:
     """Stream one row group's documents to ``index`` (runs on a worker); (indexed, failed, reasons)."""
     with fsspec.open(url, "rb") as handle:
@@ -271,9 +397,9 @@ def _load_row_group(
         # cover pre-expanded (action, body) pairs, which it supports.
         for ok, item in helpers.streaming_bulk(
             client,
-            bulk_actions(indicator_documents(table), index),  # type: ignore[arg-type]
-            chunk_size=chunk_size,
-            max_chunk_bytes=max_chunk_bytes,
+            bulk_actions(indicator_documents(table, config.layout, properties), index),  # type: ignore[arg-type]
+            chunk_size=config.chunk_size,
+            max_chunk_bytes=config.max_chunk_bytes,
             expand_action_callback=_already_expanded,  # type: ignore[arg-type]
             max_retries=settings.max_retries,
             initial_backoff=0.5,

@@ -32,6 +32,7 @@ __all__ = [
     "write_build",
     "write_output",
     "read_indicators",
+    "read_manifest",
     "indicators_url",
 ]
 
@@ -188,6 +189,20 @@ def indicators_url(out_dir: str) -> str:
     if not fs.exists(f"{root}/{MANIFEST_FILE}"):
         raise FileNotFoundError(f"{out_dir} holds no complete build (no {MANIFEST_FILE}); run `daskrec build` first.")
     return f"{out_dir.rstrip('/')}/{INDICATORS_FILE}"
+
+
+def read_manifest(out_dir: str) -> dict[str, Any]:
+    """The manifest of a complete build in ``out_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``out_dir`` holds no complete build.
+    """
+    url = indicators_url(out_dir).rsplit("/", 1)[0] + f"/{MANIFEST_FILE}"
+    with fsspec.open(url, "r") as f:
+        manifest: dict[str, Any] = json.load(f)
+    return manifest
 
 
 def read_indicators(out_dir: str) -> pa.Table:

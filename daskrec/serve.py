@@ -2,9 +2,11 @@
 
 * ``similar``: an item's indicators, one GET through the alias.
 * ``recommend``: a user's recent history searched against the indicator field(s): one ``bool``
-  query with a ``term`` clause per history item, so the engine weighs each match (rarer
-  indicators count more) instead of scoring a constant ``terms`` match; the history itself is
-  excluded, and when fewer than ``k`` items match, the most popular remaining items fill the list.
+  query with a ``term`` clause per history item, so the engine weighs each match (in the
+  ``weighted`` layout by the indicator's strength, always by its rarity; see
+  :mod:`daskrec.ranking`) instead of scoring a constant ``terms`` match. The history and any
+  excluded items are left out, item-property filters and boosts apply, and when fewer than ``k``
+  items match, the most popular remaining items that pass the same filters fill the list.
 
 The query bodies are built by pure functions; :func:`similar` and :func:`recommend` send them.
 """
@@ -13,67 +15,109 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from elasticsearch import Elasticsearch
 from elasticsearch.exceptions import NotFoundError
 
+from .config import Layout
 from .errors import InputError
-from .index import INDICATOR_FIELDS
+from .index import PROPERTIES, search_fields
+from .ranking import Recommendation
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Recommendation", "history_query", "popularity_query", "similar", "recommend"]
+__all__ = ["ItemFilter", "Recommendation", "history_query", "popularity_query", "similar", "recommend"]
 
 
 @dataclass(frozen=True)
-class Recommendation:
-    """One recommended item."""
+class ItemFilter:
+    """Which items may be recommended, and which count for more.
 
-    item: object
-    """The item id, as it was in the events log."""
-    score: float
-    """The engine's score for an indicator match; 0 for popularity backfill."""
-    reason: Literal["indicators", "popularity"]
-    """Why it was recommended."""
+    Property names refer to the item properties given at index time (``daskrec index
+    --properties``).
+    """
+
+    exclude: tuple[object, ...] = ()
+    """Items never recommended: a blacklist, or what the user has already seen."""
+    include: Mapping[str, Sequence[object]] = field(default_factory=dict)
+    """Only items whose property ``name`` has one of these values (every name must match)."""
+    exclude_where: Mapping[str, Sequence[object]] = field(default_factory=dict)
+    """No item whose property ``name`` has one of these values."""
+    boosts: Sequence[tuple[str, object, float]] = ()
+    """``(name, value, factor)``: an indicator match's score is multiplied by ``factor`` when
+    the item's property ``name`` has ``value`` (popularity backfill is not reordered)."""
+
+    def clauses(self, history: Sequence[object]) -> dict[str, list[dict[str, Any]]]:
+        """The ``filter`` and ``must_not`` clauses of a ``bool`` query for this filter, with the
+        history excluded too."""
+        excluded = _unique_text([*history, *self.exclude])
+        must_not: list[dict[str, Any]] = [{"ids": {"values": excluded}}] if excluded else []
+        must_not += [{"terms": {f"{PROPERTIES}.{name}": list(values)}} for name, values in self.exclude_where.items()]
+        return {
+            "filter": [{"terms": {f"{PROPERTIES}.{name}": list(values)}} for name, values in self.include.items()],
+            "must_not": must_not,
+        }
+
+
+NO_FILTER = ItemFilter()
 
 
 def history_query(
-    history: Sequence[object], k: int, field_boosts: Mapping[str, float] | None = None
+    history: Sequence[object],
+    k: int,
+    field_boosts: Mapping[str, float] | None = None,
+    item_filter: ItemFilter = NO_FILTER,
 ) -> dict[str, Any]:
-    """Search body: items whose indicators contain the history items, history excluded.
+    """Search body: items whose searched indicator fields hold the history items (one ``term``
+    clause per distinct history item and field), best first, ties by id; history excluded.
 
     Examples
     --------
-    >>> history_query([7], 3)["query"]["bool"]["should"]
-    [{'term': {'indicators': {'value': '7', 'boost': 1.0}}}]
+    >>> history_query([7, 7], 3)["query"]["bool"]["should"]
+    [{'term': {'weighted_indicators': {'value': '7', 'boost': 1.0}}}]
     """
-    boosts = dict(field_boosts) if field_boosts else {field: 1.0 for field in INDICATOR_FIELDS}
-    ids = [str(item) for item in history]
-    return {
-        "size": k,
-        "_source": ["id"],
-        "query": {
-            "bool": {
-                "should": [
-                    {"term": {field: {"value": item, "boost": boost}}} for field, boost in boosts.items() for item in ids
-                ],
-                "minimum_should_match": 1,
-                "must_not": [{"ids": {"values": ids}}],
-            }
-        },
+    boosts = dict(field_boosts) if field_boosts else {name: 1.0 for name in search_fields("weighted")}
+    ids = _unique_text(history)
+    query: dict[str, Any] = {
+        "bool": {
+            "should": [
+                {"term": {name: {"value": item, "boost": boost}}} for name, boost in boosts.items() for item in ids
+            ],
+            "minimum_should_match": 1,
+            **item_filter.clauses(history),
+        }
     }
+    if item_filter.boosts:
+        query = {
+            "function_score": {
+                "query": query,
+                "functions": [
+                    {"filter": {"term": {f"{PROPERTIES}.{name}": value}}, "weight": factor}
+                    for name, value, factor in item_filter.boosts
+                ],
+                "score_mode": "multiply",
+                "boost_mode": "multiply",
+            }
+        }
+    return {"size": k, "_source": ["id"], "query": query, "sort": ["_score", {"id": "asc"}]}
 
 
-def popularity_query(exclude: Sequence[object], k: int) -> dict[str, Any]:
-    """Search body: the ``k`` most popular items not in ``exclude`` (ties by id)."""
+def popularity_query(exclude: Sequence[object], k: int, item_filter: ItemFilter = NO_FILTER) -> dict[str, Any]:
+    """Search body: the ``k`` most popular items not in ``exclude`` that pass ``item_filter``
+    (ties by id)."""
     return {
         "size": k,
         "_source": ["id"],
-        "query": {"bool": {"must_not": [{"ids": {"values": [str(item) for item in exclude]}}]}},
+        "query": {"bool": item_filter.clauses(exclude)},
         "sort": [{"popularity": "desc"}, {"id": "asc"}],
     }
+
+
+def _unique_text(items: Sequence[object]) -> list[str]:
+    """Item ids as text, first occurrence kept, order kept."""
+    return list(dict.fromkeys(str(item) for item in items))
 
 
 def similar(
@@ -111,25 +155,47 @@ def recommend(
     *,
     index: str = "items2",
     field_boosts: Mapping[str, float] | None = None,
+    item_filter: ItemFilter = NO_FILTER,
     backfill: bool = True,
+    layout: Layout | None = None,
 ) -> list[Recommendation]:
     """Up to ``k`` items for a user whose recent history is ``history`` (most relevant first).
 
-    Items matched through their indicators come first, ranked by the engine's score; then, if
-    ``backfill``, the most popular items not yet listed nor in the history.
+    Items matched through their indicators come first, ranked as :mod:`daskrec.ranking` says;
+    then, if ``backfill``, the most popular items not yet listed, not in the history and passing
+    ``item_filter``.
+
+    Parameters
+    ----------
+    field_boosts
+        Weight per searched field (default 1 each).
+    layout
+        The index's layout; ``None`` reads it from the index (one small extra request).
     """
     if k < 1:
         return []
     try:
-        hits = client.search(index=index, body=history_query(history, k, field_boosts))["hits"]["hits"] if history else []
+        if field_boosts is None:
+            field_boosts = {name: 1.0 for name in search_fields(layout or _layout(client, index))}
+        body = history_query(history, k, field_boosts, item_filter)
+        hits = client.search(index=index, body=body)["hits"]["hits"] if history else []
         found = [Recommendation(hit["_source"]["id"], float(hit["_score"]), "indicators") for hit in hits]
         if backfill and len(found) < k:
             exclude = [*history, *(r.item for r in found)]
-            extra = client.search(index=index, body=popularity_query(exclude, k - len(found)))["hits"]["hits"]
-            found += [Recommendation(hit["_source"]["id"], 0.0, "popularity") for hit in extra]
+            extra = client.search(index=index, body=popularity_query(exclude, k - len(found), item_filter))
+            found += [Recommendation(hit["_source"]["id"], 0.0, "popularity") for hit in extra["hits"]["hits"]]
     except NotFoundError:
         raise _no_index(index) from None
     return found
+
+
+def _layout(client: Elasticsearch, index: str) -> Layout:
+    """The layout recorded in the mapping of the index behind ``index`` (``keyword`` for
+    generations written before layouts existed)."""
+    mappings = client.indices.get_mapping(index=index)
+    meta = next(iter(mappings.values()))["mappings"].get("_meta", {})
+    layout: Layout = "weighted" if meta.get("daskrec_layout") == "weighted" else "keyword"
+    return layout
 
 
 def _no_index(index: str) -> InputError:

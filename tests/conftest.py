@@ -1,7 +1,10 @@
-"""Shared fixtures: a hand-computed events log, a seeded rng, the real datasets, and schedulers."""
+"""Shared fixtures: a hand-computed events log, a seeded rng, the real datasets, schedulers, and the
+Elasticsearch node with a throwaway alias."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,9 +12,13 @@ import dask
 import numpy as np
 import pandas as pd
 import pytest
+from elasticsearch import Elasticsearch
+
+from daskrec.es import EsSettings, connect_es
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_DATASETS = ("ml-100k", "ml-latest-small", "lastfm-hetrec2011")
+ES_URL = os.environ.get("DASKREC_ES_URL", "http://127.0.0.1:9200")
 
 # Transactions: visitor 1 {10, 20}, 2 {10, 20, 30}, 3 {20, 30}, 4 {40, 40}; two views.
 # Co-occurrences (diagonal zeroed): (10,20) = 2, (10,30) = 1, (20,30) = 2; item 40 has none.
@@ -70,3 +77,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(name in item.nodeid for name in ("real_data", "test_cli", "test_cluster")):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def es_settings() -> EsSettings:
+    settings = EsSettings(url=ES_URL, max_retries=2, request_timeout=10)
+    try:
+        connect_es(settings).close()
+    except Exception as err:  # noqa: BLE001
+        pytest.fail(f"no Elasticsearch at {ES_URL} ({err}); start one with `make es-up`")
+    return settings
+
+
+@pytest.fixture
+def alias(es_settings: EsSettings) -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    with Elasticsearch(**es_settings.client_options()) as client:
+        for index in client.indices.get(index=f"{name}-*", allow_no_indices=True):
+            client.indices.delete(index=index)  # one by one: wildcard deletes are refused
+        client.options(ignore_status=404).indices.delete_index_template(name=f"{name}-template")

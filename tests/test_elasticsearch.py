@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,28 +38,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 ES_SCRIPT = ROOT / "cluster" / "elasticsearch" / "es.sh"
-ES_URL = os.environ.get("DASKREC_ES_URL", "http://127.0.0.1:9200")
 SPARE_PORT = 9201
-
-
-@pytest.fixture(scope="session")
-def es_settings() -> EsSettings:
-    settings = EsSettings(url=ES_URL, max_retries=2, request_timeout=10)
-    try:
-        connect_es(settings).close()
-    except Exception as err:  # noqa: BLE001
-        pytest.fail(f"no Elasticsearch at {ES_URL} ({err}); start one with `make es-up`")
-    return settings
-
-
-@pytest.fixture
-def alias(es_settings: EsSettings) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    yield name
-    with Elasticsearch(**es_settings.client_options()) as client:
-        for index in client.indices.get(index=f"{name}-*", allow_no_indices=True):
-            client.indices.delete(index=index)  # one by one: wildcard deletes are refused
-        client.options(ignore_status=404).indices.delete_index_template(name=f"{name}-template")
 
 
 def build_into(out_dir: Path, events: Path, config: BuildConfig = BuildConfig()) -> pa.Table:

@@ -22,32 +22,49 @@ from daskrec.index import (
     indicator_documents,
     stale_generations,
 )
-from daskrec.serve import history_query, popularity_query
+from daskrec.serve import ItemFilter, history_query, popularity_query
 
 
 def test_documents_and_actions_keep_ids_exact() -> None:
     table = pa.table(
         {"item": ["a b", "x-1"], "indicators": [["x-1"], []], "scores": [[7.5], []], "popularity": [3, 1]}
     )
-    documents = list(indicator_documents(table))
+    documents = list(indicator_documents(table, "keyword"))
     assert documents == [
-        {"id": "a b", "indicators": ["x-1"], "popularity": 3},
-        {"id": "x-1", "indicators": [], "popularity": 1},
+        {"id": "a b", "indicators": ["x-1"], "scores": [7.5], "popularity": 3},
+        {"id": "x-1", "indicators": [], "scores": [], "popularity": 1},
     ]
     actions = list(bulk_actions(documents, "items2-1"))
     assert [a["index"]["_id"] for a, _ in actions] == ["a b", "x-1"] and actions[0][0]["index"]["_index"] == "items2-1"
     assert json.loads(actions[0][1]) == documents[0]
-    integers = list(bulk_actions(indicator_documents(pa.table({"item": [5], "indicators": [[6]], "popularity": [1]})), "i"))
-    assert integers[0][0]["index"]["_id"] == "5" and json.loads(integers[0][1])["id"] == 5
+    integers = pa.table({"item": [5], "indicators": [[6]], "scores": [[5.0]], "popularity": [1]})
+    actions = list(bulk_actions(indicator_documents(integers), "i"))
+    assert actions[0][0]["index"]["_id"] == "5" and json.loads(actions[0][1])["id"] == 5
 
 
-def test_template_maps_ids_as_keywords_and_forbids_dynamic_fields() -> None:
-    template = index_template("items2")
+def test_weighted_documents_repeat_each_indicator_by_its_rounded_score() -> None:
+    table = pa.table({"item": [1], "indicators": [[2, 3, 4]], "scores": [[3.4, 2.5, 0.2]], "popularity": [9]})
+    document = next(indicator_documents(table, "weighted", {1: {"genre": ["a", "b"]}, 7: {"genre": "c"}}))
+    assert document["weighted_indicators"] == [2, 2, 2, 3, 3, 4]  # round half to even, at least once
+    assert document["indicators"] == [2, 3, 4] and document["properties"] == {"genre": ["a", "b"]}
+
+
+@pytest.mark.parametrize("layout", ["weighted", "keyword"])
+def test_template_maps_ids_as_keywords_and_forbids_dynamic_fields(layout: str) -> None:
+    template = index_template("items2", layout)  # type: ignore[arg-type]
     assert template["index_patterns"] == ["items2-*"]
     mappings = template["template"]["mappings"]
-    assert mappings["dynamic"] == "strict"
+    assert mappings["dynamic"] == "strict" and mappings["_meta"]["daskrec_layout"] == layout
     assert mappings["properties"]["id"] == {"type": "keyword"}
-    assert mappings["properties"]["indicators"] == {"type": "keyword", "doc_values": False}
+    searched = {"type": "keyword", "doc_values": False, "similarity": "daskrec_linear"}
+    assert mappings["properties"]["indicators"] == searched
+    assert mappings["properties"]["scores"]["index"] is False
+    assert template["template"]["settings"]["similarity"]["daskrec_linear"]["b"] == 0.0
+    if layout == "weighted":
+        assert mappings["properties"]["weighted_indicators"] == {**searched, "index_options": "freqs"}
+        assert mappings["_source"] == {"excludes": ["weighted_*"]}
+    else:
+        assert "weighted_indicators" not in mappings["properties"]
 
 
 def test_generations_sort_in_time_order_and_old_ones_go() -> None:
@@ -70,14 +87,30 @@ def test_alias_moves_in_one_call() -> None:
 
 
 def test_history_query_has_a_term_clause_per_item_and_excludes_the_history() -> None:
-    body = history_query([1, "b c"], 5, {"indicators": 1.0, "view_indicators": 0.5})
+    body = history_query([1, "b c", 1], 5, {"indicators": 1.0, "view_indicators": 0.5})
     clauses = body["query"]["bool"]["should"]
     assert {"term": {"indicators": {"value": "b c", "boost": 1.0}}} in clauses
     assert {"term": {"view_indicators": {"value": "1", "boost": 0.5}}} in clauses
-    assert len(clauses) == 4 and body["size"] == 5
+    assert len(clauses) == 4 and body["size"] == 5  # a repeated history item counts once
     assert body["query"]["bool"]["must_not"] == [{"ids": {"values": ["1", "b c"]}}]
+    assert body["sort"] == ["_score", {"id": "asc"}]
     backfill = popularity_query(["1"], 3)
     assert backfill["sort"][0] == {"popularity": "desc"} and backfill["size"] == 3
+
+
+def test_filters_apply_to_matches_and_backfill_alike() -> None:
+    rules = ItemFilter(
+        exclude=("x",), include={"genre": ["jazz", "folk"]}, exclude_where={"label": ["bad"]}, boosts=[("era", "60s", 2.0)]
+    )
+    body = history_query(["a"], 3, {"weighted_indicators": 1.0}, rules)
+    scored = body["query"]["function_score"]
+    assert scored["functions"] == [{"filter": {"term": {"properties.era": "60s"}}, "weight": 2.0}]
+    inner = scored["query"]["bool"]
+    assert inner["filter"] == [{"terms": {"properties.genre": ["jazz", "folk"]}}]
+    assert inner["must_not"] == [{"ids": {"values": ["a", "x"]}}, {"terms": {"properties.label": ["bad"]}}]
+    backfill = popularity_query(["a", "y"], 2, rules)["query"]["bool"]
+    assert backfill["filter"] == inner["filter"]
+    assert backfill["must_not"][0] == {"ids": {"values": ["a", "y", "x"]}}
 
 
 def test_settings_validate_and_hide_secrets() -> None:

@@ -22,7 +22,7 @@ def test_round_trip_and_manifest(simple_events_csv: Path, tmp_path: Path) -> Non
     manifest = build_manifest([str(simple_events_csv)], BuildConfig(), result.report)
     write_output(str(tmp_path / "out"), result.table, manifest)
     assert read_indicators(str(tmp_path / "out")).equals(result.table)
-    assert manifest["options"]["indicators"]["min_llr"] == 5.0 and manifest["item_id_type"] == "int64"
+    assert manifest["options"]["indicators"]["min_llr"] == BuildConfig().indicators.min_llr and manifest["item_id_type"] == "int64"
 
 
 def test_a_failed_write_leaves_no_complete_looking_output(

@@ -20,7 +20,7 @@ from daskrec import (
 from daskrec import pipeline
 from daskrec.synth import SynthConfig
 
-EVERYTHING = IndicatorConfig(top_k=50, min_llr=0.0)
+EVERYTHING = IndicatorConfig(top_k=50, min_llr=0.0, llr_table="cooccurrence")
 
 
 def as_dict(table: pa.Table) -> dict[object, list[tuple[object, float]]]:
@@ -51,7 +51,7 @@ def test_hand_computed_log(simple_events_csv: Path, scheduler: str) -> None:
 
 
 def test_threshold_and_top_k(simple_events_csv: Path) -> None:
-    some = build_indicators([str(simple_events_csv)], BuildConfig(indicators=IndicatorConfig(top_k=1, min_llr=0.0)))
+    some = build_indicators([str(simple_events_csv)], BuildConfig(indicators=IndicatorConfig(top_k=1, min_llr=0.0, llr_table="cooccurrence")))
     assert all(len(v) <= 1 for v in as_dict(some.table).values())
     none = build_indicators([str(simple_events_csv)], BuildConfig(indicators=IndicatorConfig(min_llr=50.0)))
     assert all(v == [] for v in as_dict(none.table).values())

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 from conftest import REAL_DATASETS, real_dataset
 from spec_port import spec_indicators
 
-from daskrec import BuildConfig, IndicatorConfig, build_indicators
+from daskrec import BuildConfig, build_indicators
+from daskrec.config import TUTORIAL
 
 log = logging.getLogger(__name__)
 
+DEFAULTS = BuildConfig()
 CASES = [
-    ("cooccurrence", {}),
-    ("users", {}),
-    ("users", {"max_per_user": 20, "max_per_item": 30, "seed": 3}),
+    (TUTORIAL.build, {}),
+    (TUTORIAL.build, {"llr_table": "users"}),
+    (TUTORIAL.build, {"llr_table": "users", "max_per_user": 20, "max_per_item": 30, "seed": 3}),
+    (DEFAULTS, {}),
 ]
 
 
-@pytest.mark.parametrize(("llr_table", "options"), CASES, ids=["cooccurrence", "users", "users-downsampled"])
+@pytest.mark.parametrize(
+    ("base", "options"), CASES, ids=["tutorial", "tutorial-users", "tutorial-users-downsampled", "defaults"]
+)
 @pytest.mark.parametrize("dataset", REAL_DATASETS)
-def test_real_data_matches_the_spec(dataset: str, llr_table: str, options: dict[str, int]) -> None:
+def test_real_data_matches_the_spec(dataset: str, base: BuildConfig, options: dict[str, object]) -> None:
     path = real_dataset(dataset)
-    expected = spec_indicators(str(path), llr_table=llr_table, **options)
-    config = BuildConfig(indicators=IndicatorConfig(llr_table=llr_table, **options))  # type: ignore[arg-type]
+    config = BuildConfig(ingest=base.ingest, indicators=dataclasses.replace(base.indicators, **options))
+    chosen = config.indicators
+    expected = spec_indicators(
+        str(path),
+        recent=config.ingest.recent,
+        top_k=chosen.top_k,
+        min_llr=chosen.min_llr,
+        llr_table=chosen.llr_table,
+        max_per_user=chosen.max_per_user,
+        max_per_item=chosen.max_per_item,
+        seed=chosen.seed,
+    )
     got = {row["item"]: row for row in build_indicators([str(path)], config).table.to_pylist()}
     assert got.keys() == expected.keys()
     differing = []
