@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test test-fast typecheck bench bench-index bench-outofcore dask-up dask-down es-up es-down clean
+.PHONY: venv demo test test-fast typecheck bench bench-index bench-outofcore quality dask-up dask-down es-up es-down clean
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ bench-outofcore: venv
 	$(BIN)/python bench/bench_outofcore.py --events 100000000 --memory-limit 1.1GB \
 		--scaling 1000000,10000000,50000000,100000000 \
 		--json bench/results/outofcore.json --plot bench/results/outofcore.png
+
+## quality: daskrec's defaults and the tutorial preset (served by Elasticsearch) against the
+## item-item peers on the real datasets in ../shared/data (the README's quality table)
+quality: venv es-up
+	$(BIN)/python bench/bench_quality.py --json bench/results/quality.json
 
 ## dask-up / dask-down: a scheduler and two worker processes on loopback (see cluster/README.md)
 dask-up: venv

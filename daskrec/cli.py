@@ -119,6 +119,7 @@ def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Recipe the other options start from: default (measured best) or tutorial (the SPEC's recipe, exactly).",
     )
     @click.option("--event", "event_types", default=None, help=_preset_help("Primary event type(s), comma-separated, or 'all'.", "event_types"))
+    @click.option("--cross", "cross_types", default=None, help=_doc(IngestConfig, "cross_event_types") + " Comma-separated.")
     @click.option("--recent", type=click.IntRange(min=1), default=None, help=_preset_help(_doc(IngestConfig, "recent"), "recent"))
     @click.option("--top-k", type=click.IntRange(min=1), default=None, help=_preset_help(_doc(IndicatorConfig, "top_k"), "top_k"))
     @click.option("--min-llr", type=float, default=None, help=_preset_help(_doc(IndicatorConfig, "min_llr"), "min_llr"))
@@ -137,16 +138,29 @@ def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )
     @click.option("--blocksize", type=int, default=_INGEST.blocksize, help=_doc(IngestConfig, "blocksize"))
     @functools.wraps(command)
-    def wrapper(preset: str, event_types: str | None, layout: str | None, on_bad_rows: str, blocksize: int, **kwargs: Any) -> Any:
+    def wrapper(
+        preset: str,
+        event_types: str | None,
+        cross_types: str | None,
+        layout: str | None,
+        on_bad_rows: str,
+        blocksize: int,
+        **kwargs: Any,
+    ) -> Any:
         chosen = PRESETS[preset]
         ingest, indicators = chosen.build.ingest, chosen.build.indicators
         given = {name: kwargs.pop(name) for name in ("recent", "top_k", "min_llr", "llr_table", "max_per_user", "max_per_item", "seed")}
         given = {name: value for name, value in given.items() if value is not None}
         ingest = dataclasses.replace(
-            ingest, on_bad_rows=on_bad_rows, blocksize=blocksize, **{n: v for n, v in given.items() if n == "recent"}
+            ingest,
+            on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
+            blocksize=blocksize,
+            **{n: v for n, v in given.items() if n == "recent"},
         )
         if event_types is not None:  # "all" becomes None: every type
             ingest = dataclasses.replace(ingest, event_types=_event_types(event_types))
+        if cross_types is not None:
+            ingest = dataclasses.replace(ingest, cross_event_types=tuple(t.strip() for t in cross_types.split(",") if t.strip()))
         indicators = dataclasses.replace(indicators, **{n: v for n, v in given.items() if n != "recent"})
         config = BuildConfig(ingest=ingest, indicators=indicators)
         return command(config=config, layout=layout or chosen.layout, **kwargs)
@@ -365,6 +379,18 @@ def _property_values(pairs: tuple[str, ...], option: str) -> dict[str, list[str]
     return out
 
 
+def _field_boosts(pairs: tuple[str, ...]) -> dict[str, float]:
+    """``TYPE=WEIGHT`` options as weights per indicator field (``primary`` is the primary field)."""
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, _, weight = pair.partition("=")
+        try:
+            out["indicators" if name == "primary" else f"{name}_indicators"] = float(weight)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r} is not TYPE=WEIGHT", param_hint="--field-boost") from None
+    return out
+
+
 def _property_boosts(triples: tuple[str, ...]) -> list[tuple[str, object, float]]:
     """``NAME=VALUE=FACTOR`` options."""
     out: list[tuple[str, object, float]] = []
@@ -388,6 +414,8 @@ def _property_boosts(triples: tuple[str, ...]) -> list[tuple[str, object, float]
 @click.option("--include", multiple=True, help="NAME=VALUE: only items whose property NAME has VALUE (repeatable).")
 @click.option("--exclude-where", multiple=True, help="NAME=VALUE: no item whose property NAME has VALUE (repeatable).")
 @click.option("--boost", multiple=True, help="NAME=VALUE=FACTOR: multiply the score of items with that property value.")
+@click.option("--cross-history", multiple=True, help="TYPE=ITEM,ITEM,...: the user's recent items of a cross-occurrence type.")
+@click.option("--field-boost", multiple=True, help="TYPE=WEIGHT: weight of a cross type's matches ('primary' for the primary).")
 @es_options
 def recommend(
     history: str,
@@ -397,6 +425,8 @@ def recommend(
     include: tuple[str, ...],
     exclude_where: tuple[str, ...],
     boost: tuple[str, ...],
+    cross_history: tuple[str, ...],
+    field_boost: tuple[str, ...],
     es: EsSettings,
     alias: str,
 ) -> None:
@@ -412,8 +442,14 @@ def recommend(
         exclude_where=_property_values(exclude_where, "--exclude-where"),
         boosts=_property_boosts(boost),
     )
+    cross: dict[str, list[str]] = {}
+    for name, lists in _property_values(cross_history, "--cross-history").items():
+        cross[name] = [item.strip() for listed in lists for item in listed.split(",") if item.strip()]
     with connect_es(es) as client:
-        for found in recommend_items(client, items, k, index=alias, backfill=backfill, item_filter=item_filter):
+        for found in recommend_items(
+            client, items, k, index=alias, backfill=backfill, item_filter=item_filter,
+            cross_histories=cross, boosts=_field_boosts(field_boost),
+        ):
             click.echo(f"{found.item}\t{found.score:.4f}\t{found.reason}")
 
 
@@ -426,6 +462,7 @@ def recommend(
 @click.option("--plot", "plot_path", default=None, help="Write a bar chart of the metrics here (PNG).")
 @click.option("--es/--no-es", "use_es", default=True, help="Serve from Elasticsearch, or rank in process the same way.")
 @click.option("--es-url", envvar="DASKREC_ES_URL", default="http://127.0.0.1:9200", show_envvar=True, help="Elasticsearch URL.")
+@click.option("--field-boost", multiple=True, help="TYPE=WEIGHT: query weight of a cross type's matches ('primary' for the primary).")
 @click.option("--baselines/--no-baselines", default=True, help="Also score popularity, Jaccard and implicit's item-item models.")
 @click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
 @click.option("--progress/--no-progress", default=False, help="Show progress bars.")
@@ -441,6 +478,7 @@ def evaluate(
     plot_path: str | None,
     use_es: bool,
     es_url: str,
+    field_boost: tuple[str, ...],
     baselines: bool,
     scheduler: str | None,
     progress: bool,
@@ -459,7 +497,15 @@ def evaluate(
     quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
     with connect(ClusterConfig(scheduler=scheduler), worker_log_level=quiet):
         result = run_evaluation(
-            list(events), config, split=split, k=k, layout=layout, es=es, baselines=baselines, show_progress=progress  # type: ignore[arg-type]
+            list(events),
+            config,
+            split=split,  # type: ignore[arg-type]
+            k=k,
+            layout=layout,
+            boosts=_field_boosts(field_boost),
+            es=es,
+            baselines=baselines,
+            show_progress=progress,
         )
     click.echo(format_table(result))
     if json_path is not None:

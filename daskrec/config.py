@@ -7,6 +7,7 @@ README); :data:`TUTORIAL` is the reference recipe of the SPEC, kept exactly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,6 +41,10 @@ class IngestConfig:
     event_types: tuple[str, ...] | None = ("transaction",)
     """Event types that make up the primary matrix; ``None`` keeps every type."""
 
+    cross_event_types: tuple[str, ...] = ()
+    """Secondary event types (``view``, ``addtocart``): each gets its own indicators from the
+    cross-occurrence of the primary matrix with that type's matrix over the same users."""
+
     recent: int = 200
     """Rows kept per visitor: the most recent by timestamp, later input rows winning ties (the tutorial keeps 50)."""
 
@@ -55,6 +60,19 @@ class IngestConfig:
                 raise ConfigError("event_types: give at least one non-empty event type, or None for all.")
             if ALL_EVENTS in self.event_types:
                 raise ConfigError(f"event_types: {ALL_EVENTS!r} cannot be mixed with other types; use None.")
+        if self.cross_event_types:
+            if self.event_types is None:
+                raise ConfigError("cross_event_types: name the primary event type(s); 'all' leaves no type to cross with.")
+            if any(t == ALL_EVENTS or not re.fullmatch(r"[A-Za-z0-9_-]+", t) for t in self.cross_event_types):
+                raise ConfigError(
+                    f"cross_event_types: {self.cross_event_types!r}: each must be an event type name of letters, "
+                    "digits, '_' or '-' (it names the index field <type>_indicators)."
+                )
+            if len(set(self.cross_event_types)) != len(self.cross_event_types):
+                raise ConfigError(f"cross_event_types: {self.cross_event_types!r} names a type twice.")
+            shared = set(self.cross_event_types) & set(self.event_types)
+            if shared:
+                raise ConfigError(f"cross_event_types: {sorted(shared)} are primary types already.")
         if self.recent < 1:
             raise ConfigError(f"recent: must be at least 1, got {self.recent}.")
         if self.on_bad_rows not in ("error", "skip"):
@@ -179,6 +197,12 @@ class BuildConfig:
 
     indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
     """Scoring and selecting indicators."""
+
+    def __post_init__(self) -> None:
+        if self.ingest.cross_event_types and self.indicators.downsamples:
+            raise ConfigError(
+                "max_per_user/max_per_item: downsampling is not available with cross_event_types yet; drop one."
+            )
 
 
 @dataclass(frozen=True)

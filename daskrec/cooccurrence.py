@@ -67,11 +67,23 @@ class Occurrences:
 @dataclass(frozen=True)
 class Marginals:
     """Marginal counts of the 2x2 tables: ``k12 = row_sum[i] − k11``, ``k21 = column_sum[j] − k11``,
-    ``k22 = total − k11 − k12 − k21``."""
+    ``k22 = total − k11 − k12 − k21``.
+
+    With cross-occurrence the columns are *joint*: field ``f`` (0 the primary matrix, ``1 + t``
+    the cross type ``t``) owns the columns ``[f·n, (f+1)·n)``, and every array is field-major.
+    """
 
     row_sum: np.ndarray
+    """Per field and primary item ``i``, at ``f·n + i``: the row margin of ``i`` in field ``f``'s table."""
     column_sum: np.ndarray
-    total: int
+    """Per joint column: its column margin in its field's table."""
+    totals: np.ndarray
+    """Per field: the table's grand total (int64)."""
+
+    @property
+    def total(self) -> int:
+        """The primary table's grand total."""
+        return int(self.totals[0])
 
 
 def occurrence_block(user: np.ndarray, item_code: np.ndarray, n_users: int, n_items: int) -> sp.csr_array:
@@ -140,7 +152,8 @@ def split_by_items(block: sp.csr_array, cuts: np.ndarray, max_entries: int) -> I
     (a single range may exceed it), so the block is scanned once per group.
     """
     n_ranges = len(cuts) - 1
-    range_of_item = np.repeat(np.arange(n_ranges, dtype=np.int64), np.diff(cuts))
+    range_of_item = np.full(block.shape[1], -1, dtype=np.int64)  # cross columns belong to no range
+    range_of_item[: cuts[-1]] = np.repeat(np.arange(n_ranges, dtype=np.int64), np.diff(cuts))
     indptr = block.indptr.astype(np.int64, copy=False)
     rows, entries = _split_sizes(indptr, block.indices, range_of_item, n_ranges)
     first = 0
@@ -175,7 +188,7 @@ def _split_sizes(
         length = indptr[row + 1] - indptr[row]
         for q in range(indptr[row], indptr[row + 1]):
             k = range_of_item[indices[q]]
-            if last_row[k] != row:
+            if k >= 0 and last_row[k] != row:
                 last_row[k] = row
                 rows[k] += 1
                 entries[k] += length
@@ -252,24 +265,54 @@ def binarise(block: sp.csr_array) -> sp.csr_array:
     return ones
 
 
-def marginals(occurrences: Occurrences, llr_table: str) -> Marginals:
+def marginals(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> Marginals:
     """Marginals of the 2x2 tables for every item (see the module docstring).
 
     Parameters
     ----------
     occurrences
-        Counts for ``cooccurrence``; binarised (and downsampled) occurrences for ``users``.
+        Counts for ``cooccurrence``; binarised (and downsampled) occurrences for ``users``. With
+        ``n_fields > 1`` the columns are joint (see :class:`Marginals`) and every row is a user
+        with primary occurrences.
     llr_table
         ``cooccurrence`` or ``users``.
+    n_fields
+        1 + the number of cross-occurrence types.
     """
     by_item = occurrences.by_item
+    n_items = occurrences.n_items // n_fields
     if llr_table == "users":
-        users_per_item = np.diff(by_item.indptr).astype(COUNT_DTYPE)
-        return Marginals(row_sum=users_per_item, column_sum=users_per_item, total=occurrences.n_users)
-    user_total = segment_sums(occurrences.by_user.data, occurrences.by_user.indptr)
-    off_diagonal = by_item.data * (user_total[by_item.indices] - by_item.data)
-    row_sum = segment_sums(off_diagonal, by_item.indptr)
-    return Marginals(row_sum=row_sum, column_sum=row_sum, total=int(row_sum.sum()))
+        users_per_column = np.diff(by_item.indptr).astype(COUNT_DTYPE)
+        row_sum = np.tile(users_per_column[:n_items], n_fields)
+        if n_fields == 1:
+            row_sum = users_per_column  # one array: the table is symmetric
+        totals = np.full(n_fields, occurrences.n_users, dtype=COUNT_DTYPE)
+        return Marginals(row_sum=row_sum, column_sum=users_per_column, totals=totals)
+    by_user = occurrences.by_user
+    if n_fields == 1:
+        field_totals = [segment_sums(by_user.data, by_user.indptr)]
+    else:
+        field_of_entry = by_user.indices // n_items
+        field_totals = [
+            segment_sums(np.where(field_of_entry == field, by_user.data, 0), by_user.indptr) for field in range(n_fields)
+        ]
+    primary_total = field_totals[0]
+    column_of_entry = np.repeat(np.arange(occurrences.n_items), np.diff(by_item.indptr))
+    primary_entry = column_of_entry < n_items
+    # Σ_u occ[u, c]·(primary items of u), the diagonal of the primary table left out
+    weighted = by_item.data * (primary_total[by_item.indices] - np.where(primary_entry, by_item.data, 0))
+    column_sum = segment_sums(weighted, by_item.indptr)
+    if n_fields == 1:
+        return Marginals(row_sum=column_sum, column_sum=column_sum, totals=np.array([column_sum.sum()], COUNT_DTYPE))
+    primary = slice(0, int(by_item.indptr[n_items]))
+    rows = []
+    for field in range(n_fields):
+        others = field_totals[field][by_item.indices[primary]]
+        diagonal = by_item.data[primary] if field == 0 else 0
+        rows.append(segment_sums(by_item.data[primary] * (others - diagonal), by_item.indptr[: n_items + 1]))
+    row_sum = np.concatenate(rows)
+    totals = np.array([int(r.sum()) for r in rows], dtype=COUNT_DTYPE)
+    return Marginals(row_sum=row_sum, column_sum=column_sum, totals=totals)
 
 
 @dataclass(frozen=True)
@@ -285,14 +328,16 @@ class BlockSummary:
     """Stored (user, item) entries."""
 
 
-def summarise(block: sp.csr_array, llr_table: str) -> BlockSummary:
-    """The :class:`BlockSummary` of one block of users (pure)."""
+def summarise(block: sp.csr_array, llr_table: str, n_fields: int = 1) -> BlockSummary:
+    """The :class:`BlockSummary` of one block of users (pure); ``work`` covers the primary items."""
     occurrences = stack_blocks([block])
+    n_items = occurrences.n_items // n_fields
     items_per_user = np.diff(occurrences.by_user.indptr).astype(np.float64)
     by_item = occurrences.by_item
-    item_of_entry = np.repeat(np.arange(occurrences.n_items), np.diff(by_item.indptr))
-    work = np.bincount(item_of_entry, weights=items_per_user[by_item.indices], minlength=occurrences.n_items)
-    return BlockSummary(margins=marginals(occurrences, llr_table), work=work, entries=int(block.nnz))
+    primary = int(by_item.indptr[n_items])
+    item_of_entry = np.repeat(np.arange(n_items), np.diff(by_item.indptr[: n_items + 1]))
+    work = np.bincount(item_of_entry, weights=items_per_user[by_item.indices[:primary]], minlength=n_items)
+    return BlockSummary(margins=marginals(occurrences, llr_table, n_fields), work=work, entries=int(block.nnz))
 
 
 def combine_summaries(summaries: list[BlockSummary]) -> BlockSummary:
@@ -302,16 +347,16 @@ def combine_summaries(summaries: list[BlockSummary]) -> BlockSummary:
     """
     first = summaries[0].margins
     symmetric = first.column_sum is first.row_sum
-    row_sum, total = first.row_sum.copy(), first.total
+    row_sum, totals = first.row_sum.copy(), first.totals.copy()
     column_sum = row_sum if symmetric else first.column_sum.copy()
     work = summaries[0].work.astype(np.float64)  # np.bincount gives int64 for an empty block
     for summary in summaries[1:]:
         row_sum += summary.margins.row_sum
         if not symmetric:
             column_sum += summary.margins.column_sum
-        total += summary.margins.total
+        totals += summary.margins.totals
         work += summary.work
-    margins = Marginals(row_sum=row_sum, column_sum=column_sum, total=total)
+    margins = Marginals(row_sum=row_sum, column_sum=column_sum, totals=totals)
     return BlockSummary(margins=margins, work=work, entries=sum(s.entries for s in summaries))
 
 

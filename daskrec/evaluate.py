@@ -44,7 +44,8 @@ __all__ = ["Split", "EvaluationSet", "temporal_split", "ranking_metrics", "evalu
 Split = Literal["global", "per-user"]
 TRAIN_FRACTION = 0.8
 """Share of events (global: of the time range's events; per-user: of each user's) used for training."""
-_PRIMARY = "primary"
+_PRIMARY = "__primary__"
+"""Event name of the primary rows in the training file (the primary types may be several)."""
 
 
 @dataclass
@@ -52,9 +53,12 @@ class EvaluationSet:
     """A split log, ready to train on and score against."""
 
     train: pd.DataFrame
-    """Training rows of the primary types: ``visitorid``, ``itemid``, ``timestamp``, ``position``, in input order."""
+    """Training rows of the primary and cross types: ``visitorid``, ``itemid``, ``timestamp``,
+    ``position``, ``matrix`` (0 primary, ``1 + t`` cross type ``t``), in input order."""
     histories: dict[object, list[object]]
     """Per scored user, the query: their most recent training items of the primary types."""
+    cross_histories: list[dict[object, list[object]]]
+    """Per cross type, per scored user: their most recent training items of that type."""
     seen: dict[object, set[object]]
     """Per scored user, every item they met in training (any event type)."""
     relevant: dict[object, set[object]]
@@ -65,23 +69,24 @@ class EvaluationSet:
 
 
 def temporal_split(
-    events: pd.DataFrame, primary: pd.Series, split: Split, recent: int, fraction: float = TRAIN_FRACTION
+    events: pd.DataFrame, split: Split, recent: int, n_cross: int = 0, fraction: float = TRAIN_FRACTION
 ) -> EvaluationSet:
-    """Cut ``events`` (every type: ``visitorid``, ``itemid``, ``timestamp``, ``position``) into
-    training and test rows by time; ``primary`` marks the rows of the primary event types.
+    """Cut ``events`` (every type: ``visitorid``, ``itemid``, ``timestamp``, ``position``,
+    ``matrix``: 0 primary, ``1 + t`` cross type ``t``, -1 any other type) into training and test
+    rows by time.
 
     Examples
     --------
     >>> events = pd.DataFrame({"visitorid": [1] * 5, "itemid": [10, 11, 12, 13, 14],
-    ...                        "timestamp": [1, 2, 3, 4, 5], "position": range(5)})
-    >>> cut = temporal_split(events, pd.Series([True] * 5), "per-user", recent=50)
+    ...                        "timestamp": [1, 2, 3, 4, 5], "position": range(5), "matrix": 0})
+    >>> cut = temporal_split(events, "per-user", recent=50)
     >>> cut.histories, cut.relevant
     ({1: [10, 11, 12, 13]}, {1: {14}})
     """
     if split not in ("global", "per-user"):
         raise ConfigError(f"split: must be 'global' or 'per-user', got {split!r}.")
     order = np.lexsort((events["position"].to_numpy(), events["timestamp"].to_numpy()))
-    events = events.iloc[order].assign(primary=primary.to_numpy()[order])
+    events = events.iloc[order]
     if split == "global":
         cutoff = np.quantile(events["timestamp"].to_numpy(), fraction)
         in_train = events["timestamp"].to_numpy() < cutoff
@@ -92,16 +97,23 @@ def temporal_split(
     train, test = events[in_train], events[~in_train]
     seen_all = train.groupby("visitorid", sort=False)["itemid"].agg(set).to_dict()
     relevant: dict[object, set[object]] = {}
-    for user, items in test[test["primary"]].groupby("visitorid", sort=False)["itemid"]:
+    for user, items in test[test["matrix"] == 0].groupby("visitorid", sort=False)["itemid"]:
         fresh = set(items) - seen_all.get(user, set())
         if fresh:
             relevant[user] = fresh
-    train_primary = train[train["primary"]]
-    recent_items = train_primary.groupby("visitorid", sort=False)["itemid"].agg(lambda s: s.tolist()[-recent:])
-    histories = {user: recent_items.get(user, []) for user in relevant}
-    seen = {user: seen_all.get(user, set()) for user in relevant}
-    training = train_primary.drop(columns="primary").sort_values("position")
-    return EvaluationSet(train=training, histories=histories, seen=seen, relevant=relevant)
+
+    def recent_items(matrix: int) -> dict[object, list[object]]:
+        rows = train[train["matrix"] == matrix]
+        latest = rows.groupby("visitorid", sort=False)["itemid"].agg(lambda s: s.tolist()[-recent:])
+        return {user: latest.get(user, []) for user in relevant}
+
+    return EvaluationSet(
+        train=train[train["matrix"] >= 0].sort_values("position"),
+        histories=recent_items(0),
+        cross_histories=[recent_items(1 + t) for t in range(n_cross)],
+        seen={user: seen_all.get(user, set()) for user in relevant},
+        relevant=relevant,
+    )
 
 
 def ranking_metrics(
@@ -144,8 +156,8 @@ def ranking_metrics(
 
 
 def _popularity_order(train: pd.DataFrame) -> list[object]:
-    """Training items by distinct users, most first, ties by id as text (as the index sorts)."""
-    users = train.groupby("itemid")["visitorid"].nunique()
+    """Primary training items by distinct users, most first, ties by id as text (as the index sorts)."""
+    users = train[train["matrix"] == 0].groupby("itemid")["visitorid"].nunique()
     frame = pd.DataFrame({"item": users.index, "users": users.to_numpy(), "text": users.index.astype(str)})
     return frame.sort_values(["users", "text"], ascending=[False, True])["item"].tolist()
 
@@ -225,18 +237,14 @@ def read_split(inputs: Sequence[str], ingest: IngestConfig, split: Split) -> Eva
     kinds = IdKinds()
     while True:
         try:
-            everything = read_events(files, replace(ingest, event_types=None), kinds).compute()
-            primary = everything if ingest.event_types is None else read_events(files, ingest, kinds).compute()
+            events = read_events(files, ingest, kinds, other_types=True).compute()
             break
         except StringIdsFound as found:
             kinds = kinds.with_strings(found.column)
-    everything = everything[everything["bad_column"] == 0].drop(columns="bad_column")
-    if primary is not everything:
-        primary = primary[primary["bad_column"] == 0]
-    is_primary = everything["position"].isin(primary["position"])
-    if not is_primary.any():
+    events = events[events["bad_column"] == 0].drop(columns="bad_column")
+    if not (events["matrix"] == 0).any():
         raise InputError("no events of the primary types to evaluate on; check --event.", path=files[0].url, column="event")
-    return temporal_split(everything, is_primary, split, ingest.recent)
+    return temporal_split(events, split, ingest.recent, len(ingest.cross_event_types))
 
 
 def evaluate(
@@ -246,6 +254,7 @@ def evaluate(
     split: Split = "per-user",
     k: int = 10,
     layout: Layout = "weighted",
+    boosts: Mapping[str, float] | None = None,
     es: Any = None,
     baselines: bool = True,
     show_progress: bool = False,
@@ -265,6 +274,8 @@ def evaluate(
         List length scored.
     layout
         How the indicators are indexed and ranked.
+    boosts
+        Query weight per indicator field (``{"view_indicators": 0.5}``; default 1 each).
     es
         :class:`~daskrec.es.EsSettings` of a node to serve from (a temporary alias, deleted
         afterwards); ``None`` ranks in process with the same formula.
@@ -295,18 +306,20 @@ def evaluate(
     recommended: dict[str, dict[object, list[object]]] = {}
     with tempfile.TemporaryDirectory(prefix="daskrec-evaluate-") as folder:
         train_file = f"{folder}/train.parquet"
-        data.train.assign(event=_PRIMARY, transactionid="")[
+        names = np.array([_PRIMARY, *config.ingest.cross_event_types], dtype=object)
+        data.train.assign(event=names[data.train["matrix"].to_numpy()], transactionid="")[
             ["timestamp", "visitorid", "event", "itemid", "transactionid"]
         ].to_parquet(train_file, index=False)
         training = replace(config, ingest=replace(config.ingest, event_types=(_PRIMARY,)))
+        cross = dict(zip(config.ingest.cross_event_types, data.cross_histories))
         started = time.perf_counter()
         write_build([train_file], f"{folder}/build", training, show_progress=show_progress)
         timings["build"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         if es is None:
-            recommended["daskrec"] = _serve_in_process(read_indicators(f"{folder}/build"), data, layout, k)
+            recommended["daskrec"] = _serve_in_process(read_indicators(f"{folder}/build"), data, cross, layout, boosts, k)
         else:
-            recommended["daskrec"] = _serve_from_elasticsearch(f"{folder}/build", data, layout, k, es)
+            recommended["daskrec"] = _serve_from_elasticsearch(f"{folder}/build", data, cross, layout, boosts, k, es)
         timings["recommend"] = round(time.perf_counter() - started, 3)
     if baselines:
         started = time.perf_counter()
@@ -331,25 +344,43 @@ def evaluate(
         "train_events": len(data.train),
         "serving": "in-process" if es is None else "elasticsearch",
         "layout": layout,
+        "boosts": dict(boosts or {}),
         "config": asdict(config),
         "timings": timings,
         "methods": methods,
     }
 
 
-def _serve_in_process(table: Any, data: EvaluationSet, layout: Layout, k: int) -> dict[object, list[object]]:
+def _serve_in_process(
+    table: Any,
+    data: EvaluationSet,
+    cross: Mapping[str, dict[object, list[object]]],
+    layout: Layout,
+    boosts: Mapping[str, float] | None,
+    k: int,
+) -> dict[object, list[object]]:
     from .ranking import Scorer
 
     scorer = Scorer(table, layout)
     users = list(data.relevant)
     lists = scorer.recommend_many(
-        [data.histories[user] for user in users], k, exclude=[data.seen[user] for user in users]
+        [data.histories[user] for user in users],
+        k,
+        cross_histories={name: [histories[user] for user in users] for name, histories in cross.items()},
+        boosts=boosts,
+        exclude=[data.seen[user] for user in users],
     )
     return {user: [found.item for found in listed] for user, listed in zip(users, lists)}
 
 
 def _serve_from_elasticsearch(
-    build_dir: str, data: EvaluationSet, layout: Layout, k: int, es: Any
+    build_dir: str,
+    data: EvaluationSet,
+    cross: Mapping[str, dict[object, list[object]]],
+    layout: Layout,
+    boosts: Mapping[str, float] | None,
+    k: int,
+    es: Any,
 ) -> dict[object, list[object]]:
     from .es import connect_es
     from .index import write_index
@@ -362,8 +393,16 @@ def _serve_from_elasticsearch(
         write_index(build_dir, es, config)
         out = {}
         for user in data.relevant:
-            item_filter = ItemFilter(exclude=tuple(data.seen[user]))
-            listed = recommend(client, data.histories[user], k, index=alias, item_filter=item_filter, layout=layout)
+            listed = recommend(
+                client,
+                data.histories[user],
+                k,
+                index=alias,
+                cross_histories={name: histories[user] for name, histories in cross.items()},
+                boosts=boosts,
+                item_filter=ItemFilter(exclude=tuple(data.seen[user])),
+                layout=layout,
+            )
             out[user] = [found.item for found in listed]
         return out
     finally:
@@ -376,7 +415,7 @@ def _serve_from_elasticsearch(
 def _baselines(data: EvaluationSet, popular: list[object], k: int) -> dict[str, dict[object, list[object]]]:
     users = list(data.relevant)
     out: dict[str, dict[object, list[object]]] = {"popularity": {}}
-    matrix = _Matrix(data.train)
+    matrix = _Matrix(data.train[data.train["matrix"] == 0])
     depth = k + max((len(seen) for seen in data.seen.values()), default=0)
     out["jaccard"] = matrix.rank(_jaccard_scores(matrix.matrix), users, depth)
     for name, model in (("implicit_cosine", "CosineRecommender"), ("implicit_tfidf", "TFIDFRecommender")):

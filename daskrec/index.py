@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,8 @@ from dask.delayed import delayed
 from elasticsearch import Elasticsearch, helpers
 from elasticsearch.exceptions import ApiError, NotFoundError, TransportError
 
-from .config import IndexConfig
-from .ranking import LINEAR_K1, Layout, term_frequencies
+from .config import IndexConfig, Layout
+from .ranking import LINEAR_K1, PRIMARY, term_frequencies
 from .errors import IndexingError, InputError
 from .es import EsSettings, connect_es
 from .output import indicators_url
@@ -45,12 +45,13 @@ __all__ = [
     "stale_generations",
     "generation_meta",
     "read_item_properties",
-    "search_fields",
+    "indicator_fields",
+    "search_field",
     "write_index",
 ]
 
-INDICATOR_FIELDS = ("indicators",)
-"""Document fields that hold indicator ids, best first (one more per cross-occurrence type later)."""
+PRIMARY_FIELD = PRIMARY
+"""Document field of the primary indicators; a cross-occurrence type ``t`` adds ``t_indicators``."""
 
 WEIGHTED_PREFIX = "weighted_"
 """Prefix of the searched field of the ``weighted`` layout: ``weighted_indicators`` repeats each
@@ -93,18 +94,36 @@ LOADING, COMPLETE = "loading", "complete"
 """Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind."""
 
 
-def search_fields(layout: Layout) -> tuple[str, ...]:
-    """The fields a history is searched against in ``layout``.
+def indicator_fields(column_names: Iterable[str]) -> tuple[str, ...]:
+    """The indicator fields of an indicators table: ``indicators`` and each ``<type>_indicators``.
 
     Examples
     --------
-    >>> search_fields("weighted"), search_fields("keyword")
-    (('weighted_indicators',), ('indicators',))
+    >>> indicator_fields(["item", "indicators", "scores", "view_indicators", "view_scores", "popularity"])
+    ('indicators', 'view_indicators')
     """
-    return tuple(f"{WEIGHTED_PREFIX}{field}" if layout == "weighted" else field for field in INDICATOR_FIELDS)
+    return tuple(name for name in column_names if name == PRIMARY_FIELD or name.endswith(f"_{PRIMARY_FIELD}"))
 
 
-def index_template(alias: str, layout: Layout = "weighted") -> dict[str, Any]:
+def scores_field(field: str) -> str:
+    """The scores that go with an indicator field (``view_indicators`` → ``view_scores``)."""
+    return field[: -len(PRIMARY_FIELD)] + "scores"
+
+
+def search_field(field: str, layout: Layout) -> str:
+    """The field a history is searched against for the indicator field ``field`` in ``layout``.
+
+    Examples
+    --------
+    >>> search_field("view_indicators", "weighted"), search_field("indicators", "keyword")
+    ('weighted_view_indicators', 'indicators')
+    """
+    return f"{WEIGHTED_PREFIX}{field}" if layout == "weighted" else field
+
+
+def index_template(
+    alias: str, layout: Layout = "weighted", fields: Sequence[str] = (PRIMARY_FIELD,)
+) -> dict[str, Any]:
     """Index template for the generations of ``alias``: explicit keyword mappings (ids are kept
     exact, never analysed), no dynamic fields except item properties, and the ranking of
     :mod:`daskrec.ranking` (BM25 with ``b = 0`` and a large ``k1`` on the searched fields).
@@ -114,12 +133,12 @@ def index_template(alias: str, layout: Layout = "weighted") -> dict[str, Any]:
     matched = {"type": "keyword", "doc_values": False, "similarity": SIMILARITY}
     stored_only = {"type": "float", "index": False, "doc_values": False}
     weighted = {**matched, "index_options": "freqs"}
-    fields: dict[str, Any] = {}
-    for field in INDICATOR_FIELDS:
-        fields[field] = matched
-        fields[field.replace("indicators", "scores")] = stored_only
+    mapped: dict[str, Any] = {}
+    for field in fields:
+        mapped[field] = matched
+        mapped[scores_field(field)] = stored_only
         if layout == "weighted":
-            fields[f"{WEIGHTED_PREFIX}{field}"] = weighted
+            mapped[search_field(field, layout)] = weighted
     return {
         "index_patterns": [f"{alias}-*"],
         "priority": 500,
@@ -145,7 +164,7 @@ def index_template(alias: str, layout: Layout = "weighted") -> dict[str, Any]:
                     "id": keyword,
                     "popularity": {"type": "long"},
                     PROPERTIES: {"type": "object", "dynamic": True},
-                    **fields,
+                    **mapped,
                 },
             },
         },
@@ -184,14 +203,15 @@ def indicator_documents(
     [2, 2, 3]
     """
     stored = [c for c in ("popularity",) if c in table.column_names]
-    lists = [f for field in INDICATOR_FIELDS for f in (field, field.replace("indicators", "scores"))]
+    fields = indicator_fields(table.column_names)
+    lists = [f for field in fields for f in (field, scores_field(field))]
     for batch in table.select(["item", *lists, *stored]).to_batches():
         for row in batch.to_pylist():
             document = {"id": row.pop("item"), **row}
             if layout == "weighted":
-                for field in INDICATOR_FIELDS:
-                    counts = term_frequencies(np.asarray(row[field.replace("indicators", "scores")]), layout)
-                    document[f"{WEIGHTED_PREFIX}{field}"] = [
+                for field in fields:
+                    counts = term_frequencies(np.asarray(row[scores_field(field)]), layout)
+                    document[search_field(field, layout)] = [
                         item for item, count in zip(row[field], counts.tolist()) for _ in range(count)
                     ]
             if properties is not None and document["id"] in properties:
@@ -271,9 +291,10 @@ def write_index(
     with fsspec.open(url, "rb") as handle:
         metadata = pq.ParquetFile(handle).metadata  # the footer only: the workers read the rows
     expected, row_groups = metadata.num_rows, metadata.num_row_groups
+    fields = indicator_fields(metadata.schema.to_arrow_schema().names)
     _check_alias_name_is_free(client, config.alias)
     _delete_abandoned_loads(client, config.alias)
-    client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias, config.layout))
+    client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias, config.layout, fields))
     new_index = generation_name(config.alias, dt.datetime.now(dt.timezone.utc))
     client.indices.create(index=new_index, settings=loading_settings(), mappings={"_meta": generation_meta(LOADING, config.layout)})
     log.info("index: loading %d documents into %s", expected, new_index)
@@ -345,7 +366,7 @@ def read_item_properties(
         if url.endswith(".parquet"):
             frame = pd.read_parquet(url)
         else:
-            frame = pd.read_csv(url, dtype={"item": "string" if pa.types.is_string(item_type) else None})
+            frame = pd.read_csv(url, dtype={"item": str} if pa.types.is_string(item_type) else None)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read item properties: {err}", path=url) from None
     if "item" not in frame.columns:
@@ -364,7 +385,7 @@ def read_item_properties(
     for record in frame.to_dict("records"):
         item = record.pop("item")
         out[item.item() if hasattr(item, "item") else item] = {
-            name: (value.split("|") if name in lists else value)
+            str(name): (value.split("|") if name in lists else value)
             for name, value in record.items()
             if not (isinstance(value, float) and np.isnan(value)) and value is not None
         }

@@ -13,6 +13,9 @@ The frame that :func:`read_events` yields has one row per event of the selected 
 ``position``
     ``int64`` that orders rows as they stand in the input (files in the order given, then
     rows), used to break timestamp ties: a later row counts as more recent.
+``matrix``
+    ``int8``: 0 for the primary event types, ``1 + t`` for the cross-occurrence type ``t`` (see
+    :func:`matrix_codes`).
 ``bad_column``
     ``int8``: 0 for a good row, else 1 + the index in :data:`REQUIRED_COLUMNS` of the first
     malformed column (only with ``on_bad_rows="skip"``; with ``"error"`` reading stops instead).
@@ -195,7 +198,7 @@ def _has_data_after_header(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 
 def read_events(
-    files: list[EventFile], config: IngestConfig, id_kinds: IdKinds = IdKinds()
+    files: list[EventFile], config: IngestConfig, id_kinds: IdKinds = IdKinds(), *, other_types: bool = False
 ) -> dd.DataFrame:
     """A lazy Dask DataFrame of the events of the selected types, one partition per block.
 
@@ -211,6 +214,8 @@ def read_events(
     id_kinds
         How to type the id columns; a column stored as strings in any Parquet file is read as
         strings from every file.
+    other_types
+        Also read the rows of event types that are neither primary nor cross (``matrix`` -1).
 
     Returns
     -------
@@ -230,7 +235,9 @@ def read_events(
     frame: dd.DataFrame = dd.from_map(
         _read_block,
         blocks,
-        event_types=config.event_types,
+        primary=config.event_types,
+        cross=config.cross_event_types,
+        other_types=other_types,
         id_kinds=kinds,
         skip_bad_rows=config.on_bad_rows == "skip",
         meta=meta,
@@ -279,9 +286,15 @@ def _plan_blocks(files: list[EventFile], blocksize: int) -> list[_Block]:
 
 
 def _read_block(
-    block: _Block, event_types: tuple[str, ...] | None, id_kinds: IdKinds, skip_bad_rows: bool
+    block: _Block,
+    primary: tuple[str, ...] | None,
+    cross: tuple[str, ...],
+    other_types: bool,
+    id_kinds: IdKinds,
+    skip_bad_rows: bool,
 ) -> pd.DataFrame:
     """Read one partition: parse, keep the selected events, type and validate only those."""
+    event_types = None if primary is None or other_types else (*primary, *cross)
     if block.file.format == "parquet":
         table = _read_parquet_group(block, event_types)
     else:
@@ -291,7 +304,8 @@ def _read_block(
             data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
         table = _parse_csv(data, block.file.header, id_kinds)
     rows = _selected_rows(table, event_types)
-    values, bad_column = _check_rows(_take_rows(table, rows), id_kinds)
+    selected = _take_rows(table, rows)
+    values, bad_column = _check_rows(selected, id_kinds)
     if not skip_bad_rows and bad_column.any():
         _raise_bad_row(block, table, event_types, id_kinds)
     return pd.DataFrame(
@@ -300,9 +314,26 @@ def _read_block(
             "itemid": values["itemid"],
             "timestamp": values["timestamp"],
             "position": (np.int64(block.number) << _ROW_BITS) + rows.astype(np.int64),
+            "matrix": matrix_codes(selected.column("event"), primary, cross),
             "bad_column": bad_column,
         }
     )
+
+
+def matrix_codes(event: pa.ChunkedArray, primary: tuple[str, ...] | None, cross: tuple[str, ...]) -> np.ndarray:
+    """Per row, 0 for a primary event type (every type when ``primary`` is None), ``1 + t`` for
+    the cross type ``cross[t]``, -1 for any other type.
+
+    Examples
+    --------
+    >>> matrix_codes(pa.chunked_array([["buy", "view", "cart", "like"]]), ("buy",), ("cart", "view")).tolist()
+    [0, 2, 1, -1]
+    """
+    if primary is None:
+        return np.zeros(len(event), dtype=np.int8)
+    found = pc.index_in(event.cast(pa.string()), value_set=pa.array([*primary, *cross]))
+    index = np.asarray(pc.fill_null(found, -1), dtype=np.int64)
+    return np.where(index < 0, -1, np.maximum(index - len(primary) + 1, 0)).astype(np.int8)
 
 
 def _selected_rows(table: pa.Table, event_types: tuple[str, ...] | None) -> np.ndarray:
@@ -439,6 +470,7 @@ def _empty_frame(id_kinds: IdKinds) -> pd.DataFrame:
         "itemid": id_dtype[id_kinds.itemid],
         "timestamp": "int64",
         "position": "int64",
+        "matrix": "int8",
         "bad_column": "int8",
     }
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
@@ -462,7 +494,8 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
     -------
     pandas.DataFrame
         ``user`` (visitor number within this frame, 0..users-1), ``visitorid`` and ``itemid``
-        of the kept rows, grouped by ``user``.
+        (and ``matrix``, when given: then each visitor keeps ``recent`` rows per matrix) of the
+        kept rows, grouped by ``user``.
 
     Examples
     --------
@@ -478,12 +511,17 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
     # the later of two rows with equal timestamps first, as the recipe wants.
     reversed_rows = np.arange(len(frame) - 1, -1, -1)
     user, _ = pd.factorize(frame["visitorid"].to_numpy()[reversed_rows], sort=False)
-    by_time = np.lexsort((-frame["timestamp"].to_numpy()[reversed_rows], user))  # last key is primary
+    # With cross-occurrence types each (visitor, matrix) keeps its own recent rows.
+    columns = ["visitorid", "itemid", *(["matrix"] if "matrix" in frame.columns else [])]
+    group = user.astype(np.int64)
+    if "matrix" in frame.columns:
+        group = group * 256 + frame["matrix"].to_numpy()[reversed_rows].astype(np.int64) + 1
+    by_time = np.lexsort((-frame["timestamp"].to_numpy()[reversed_rows], group))  # last key is primary
     order = reversed_rows[by_time]
-    user_sorted = user[by_time]
-    starts = np.r_[0, np.flatnonzero(np.diff(user_sorted)) + 1] if len(order) else np.zeros(0, np.int64)
+    group_sorted = group[by_time]
+    starts = np.r_[0, np.flatnonzero(np.diff(group_sorted)) + 1] if len(order) else np.zeros(0, np.int64)
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     kept = order[rank < recent]
-    result: pd.DataFrame = frame.iloc[kept][["visitorid", "itemid"]].reset_index(drop=True)
-    result.insert(0, "user", user_sorted[rank < recent].astype(np.int64))
+    result: pd.DataFrame = frame.iloc[kept][columns].reset_index(drop=True)
+    result.insert(0, "user", user[by_time][rank < recent].astype(np.int64))
     return result

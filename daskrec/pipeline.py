@@ -177,7 +177,7 @@ def build_parts(
             column="event",
         )
     with _stage("occurrences", timings):
-        vocabulary, blocks, summary, popularity = _occurrences(kept, config.indicators, folder, show_progress)
+        vocabulary, blocks, summary, popularity, users = _occurrences(kept, config, folder, show_progress)
         work, entries = compute(summary.work, summary.entries)
         total_work = float(work.sum())
         shared = entries * _BYTES_PER_SHARED_ENTRY <= worker_memory_bytes() // 2
@@ -199,7 +199,7 @@ def build_parts(
             rows = delayed(_after)(written, split)
         tasks = [
             delayed(_indicator_part)(
-                rows, number, vocabulary, summary.margins, popularity, start, stop, config.indicators, url
+                rows, number, vocabulary, summary.margins, popularity, start, stop, config, url
             )
             for number, ((start, stop), url) in enumerate(zip(plan, parts))
         ]
@@ -207,6 +207,7 @@ def build_parts(
         item_id_type = compute(delayed(_arrow_type)(vocabulary))[0]
     counts = {
         **read_counts,
+        "users": int(compute(users)[0]),
         "work": int(total_work),
         "item_blocks": len(plan),
         **{name: sum(c[name] for c in block_counts) for name in block_counts[0]},
@@ -237,8 +238,7 @@ def _recent_rows(
     counts = {
         "events_read": sum(s["events_read"] for s in stats),
         "events_skipped": sum(s["events_skipped"] for s in stats),
-        "events_kept": sum(rows for rows, _ in sizes),
-        "users": sum(users for _, users in sizes),
+        "events_kept": sum(sizes),
         "partitions": len(parts),
     }
     for column in REQUIRED_COLUMNS:
@@ -255,26 +255,39 @@ def _recent_rows(
 
 
 def _occurrences(
-    kept: list[str], config: IndicatorConfig, folder: str, show_progress: bool
-) -> tuple[Delayed, list[str], Delayed, Delayed]:
-    """Item vocabulary, the occurrence blocks' files, their combined summary and users per item;
-    persisted."""
+    kept: list[str], config: BuildConfig, folder: str, show_progress: bool
+) -> tuple[Delayed, list[str], Delayed, Delayed, Delayed]:
+    """Item vocabulary, the occurrence blocks' files, their combined summary, users per item and
+    users with primary rows; persisted."""
     vocabulary = delayed(_item_vocabulary)(kept)
     raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(kept))]
-    users_per_item = _tree(
-        [delayed(_write_occurrences)(rows, vocabulary, config, url) for rows, url in zip(kept, raw)], _sum_arrays
-    )
-    transforms = config.llr_table == "users"
+    fields = 1 + len(config.ingest.cross_event_types)
+    written = [delayed(_write_occurrences)(rows, vocabulary, config.indicators, fields, url) for rows, url in zip(kept, raw)]
+    users_per_item = _tree([delayed(_first)(w) for w in written], _sum_arrays)
+    users = _tree([delayed(_second)(w) for w in written], _sum_counts)
+    transforms = config.indicators.llr_table == "users"
     final = [f"{folder}/occurrences/final-{b:06d}.npz" for b in range(len(kept))] if transforms else raw
     summary = _tree(
         [
-            delayed(_summarise_block)(source, target, users_per_item, config)
+            delayed(_summarise_block)(source, target, users_per_item, config.indicators, fields)
             for source, target in zip(raw, final)
         ],
         co.combine_summaries,
     )
-    persisted: tuple[Delayed, Delayed, Delayed] = materialise((vocabulary, summary, users_per_item), show_progress)
-    return persisted[0], final, persisted[1], persisted[2]
+    persisted: tuple[Delayed, ...] = materialise((vocabulary, summary, users_per_item, users), show_progress)
+    return persisted[0], final, persisted[1], persisted[2], persisted[3]
+
+
+def _first(pair: tuple[_T, Any]) -> _T:
+    return pair[0]
+
+
+def _sum_counts(counts: list[int]) -> int:
+    return sum(counts)
+
+
+def _second(pair: tuple[Any, _T]) -> _T:
+    return pair[1]
 
 
 def _tree(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
@@ -318,13 +331,13 @@ def _after(_: Any, value: _T) -> _T:
     return value
 
 
-def _recent_bucket(routed: list[str], bucket: int, recent: int, url: str) -> tuple[int, int]:
+def _recent_bucket(routed: list[str], bucket: int, recent: int, url: str) -> int:
     """Keep the recent rows of a bucket's visitors (gathered from every partition), write them
-    to ``url``; rows kept and visitors."""
+    to ``url``; the rows kept."""
     rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
     rows = keep_recent(rows.assign(position=np.arange(len(rows))), recent)
     scratch.write_frame(url, rows)
-    return len(rows), int(rows["user"].max()) + 1 if len(rows) else 0
+    return len(rows)
 
 
 def _item_vocabulary(kept: list[str]) -> pd.Index:
@@ -337,21 +350,38 @@ def _item_vocabulary(kept: list[str]) -> pd.Index:
     return vocabulary.sort_values()
 
 
-def _write_occurrences(kept: str, vocabulary: pd.Index, config: IndicatorConfig, url: str) -> np.ndarray:
-    """Write a bucket's occurrence counts (users x all items); return its users per item."""
+def _write_occurrences(
+    kept: str, vocabulary: pd.Index, config: IndicatorConfig, fields: int, url: str
+) -> tuple[np.ndarray, int]:
+    """Write a bucket's occurrence counts (users x all items; with cross types, users with
+    primary rows x joint columns, field ``f`` at ``f·n + item``); return its users per primary
+    item and its users."""
     rows = scratch.read_frame(kept)
-    n_users = int(rows["user"].max()) + 1 if len(rows) else 0
-    item_code = vocabulary.get_indexer(pd.Index(rows["itemid"]))
-    block = co.occurrence_block(rows["user"].to_numpy(), item_code, n_users, len(vocabulary))
+    n_items = len(vocabulary)
+    user = rows["user"].to_numpy()
+    column = vocabulary.get_indexer(pd.Index(rows["itemid"]))
+    if fields > 1:
+        matrix = rows["matrix"].to_numpy().astype(np.int64)
+        # Only users with primary rows take part: anyone else co-occurs with nothing.
+        primary_user = np.zeros(int(user.max()) + 1 if len(user) else 0, dtype=bool)
+        primary_user[user[matrix == 0]] = True
+        code = np.cumsum(primary_user) - 1
+        keep = primary_user[user]
+        rows, user, column = rows[keep], code[user[keep]], column[keep] + matrix[keep] * n_items
+    n_users = int(user.max()) + 1 if len(user) else 0
+    block = co.occurrence_block(user, column, n_users, fields * n_items)
     keys = None
     if config.downsamples:
         first_rows = rows.drop_duplicates("user")
         keys = co.user_keys(first_rows.sort_values("user")["visitorid"])
     scratch.write_block(url, block, keys)
-    return np.bincount(block.indices, minlength=block.shape[1]).astype(co.COUNT_DTYPE)
+    per_item = np.bincount(block.indices, minlength=block.shape[1])[:n_items].astype(co.COUNT_DTYPE)
+    return per_item, n_users
 
 
-def _summarise_block(source: str, target: str, users_per_item: np.ndarray, config: IndicatorConfig) -> co.BlockSummary:
+def _summarise_block(
+    source: str, target: str, users_per_item: np.ndarray, config: IndicatorConfig, fields: int
+) -> co.BlockSummary:
     """Summarise a bucket's occurrences as scored; for the users table, binarise (and downsample)
     them from ``source`` into ``target`` first."""
     block, keys = scratch.read_block(source)
@@ -361,7 +391,7 @@ def _summarise_block(source: str, target: str, users_per_item: np.ndarray, confi
             assert keys is not None  # written by _write_occurrences when downsampling
             block = co.downsample(block, keys, users_per_item, config.max_per_user, config.max_per_item, config.seed)
         scratch.write_block(target, block)
-    return co.summarise(block, config.llr_table)
+    return co.summarise(block, config.llr_table, fields)
 
 
 def _sum_arrays(arrays: list[np.ndarray]) -> np.ndarray:
@@ -390,7 +420,7 @@ def _indicator_part(
     popularity: np.ndarray,
     start: int,
     stop: int,
-    config: IndicatorConfig,
+    config: BuildConfig,
     url: str,
 ) -> dict[str, int]:
     """Indicators of the items ``[start, stop)`` (item block ``number``) from the whole
@@ -399,16 +429,20 @@ def _indicator_part(
     if isinstance(rows, co.Occurrences):
         occurrences = rows
     else:
-        n_items = len(vocabulary)
-        occurrences = co.item_rows((scratch.read_split(url, number, n_items) for url in rows), start, stop)
-    block = indicator_block(occurrences, margins, start, stop, config.top_k, config.min_llr)
-    scratch.write_part(url, indicator_table(vocabulary, block, popularity))
-    return {
+        n_columns = len(vocabulary) * len(margins.totals)
+        occurrences = co.item_rows((scratch.read_split(url, number, n_columns) for url in rows), start, stop)
+    chosen = config.indicators
+    block = indicator_block(occurrences, margins, start, stop, chosen.top_k, chosen.min_llr)
+    scratch.write_part(url, indicator_table(vocabulary, block, popularity, config.ingest.cross_event_types))
+    counts = {
         "items": stop - start,
         "cooccurrence_nonzeros": block.cooccurrence_nonzeros,
         "items_with_indicators": int(np.count_nonzero(block.counts)),
         "indicators": int(block.counts.sum()),
     }
+    for name, field in zip(config.ingest.cross_event_types, block.fields[1:]):
+        counts[f"{name}_indicators"] = int(field.counts.sum())
+    return counts
 
 
 def _arrow_type(vocabulary: pd.Index) -> str:
@@ -419,7 +453,9 @@ def _arrow_type(vocabulary: pd.Index) -> str:
 # ------------------------------------------------------------------------------------ assembling
 
 
-def indicator_table(vocabulary: pd.Index, block: IndicatorBlock, popularity: np.ndarray) -> pa.Table:
+def indicator_table(
+    vocabulary: pd.Index, block: IndicatorBlock, popularity: np.ndarray, cross_types: Sequence[str] = ()
+) -> pa.Table:
     """The indicators of a block's items as an Arrow table in item code order (pure).
 
     Parameters
@@ -430,25 +466,25 @@ def indicator_table(vocabulary: pd.Index, block: IndicatorBlock, popularity: np.
         Indicators of the item codes ``[block.start, block.stop)``.
     popularity
         Users whose kept history has the item, for every item code.
+    cross_types
+        Names of the block's cross-occurrence fields, in order.
 
     Returns
     -------
     pyarrow.Table
-        ``item``, ``indicators`` (list of item ids, best first), ``scores`` (list of float64)
-        and ``popularity`` (users per item, int64), one row per item of the block.
+        ``item``, ``indicators`` (list of item ids, best first), ``scores`` (list of float64),
+        then ``<type>_indicators`` and ``<type>_scores`` per cross type, and ``popularity``
+        (users per item, int64), one row per item of the block.
     """
-    codes = np.r_[np.arange(block.start, block.stop), block.item_codes].astype(np.int64)
-    ids = pa.array(vocabulary.to_numpy()[codes])
-    items = ids.slice(0, block.stop - block.start)
-    offsets = pa.array(np.r_[0, np.cumsum(block.counts)].astype(np.int32))
-    return pa.table(
-        {
-            "item": items,
-            "indicators": pa.ListArray.from_arrays(offsets, ids.slice(block.stop - block.start)),
-            "scores": pa.ListArray.from_arrays(offsets, pa.array(block.scores, type=pa.float64())),
-            "popularity": pa.array(np.asarray(popularity[block.start : block.stop], dtype=np.int64)),
-        }
-    )
+    ids = vocabulary.to_numpy()
+    columns: dict[str, pa.Array] = {"item": pa.array(ids[block.start : block.stop])}
+    for prefix, field in zip(("", *(f"{name}_" for name in cross_types)), block.fields):
+        offsets = pa.array(np.r_[0, np.cumsum(field.counts)].astype(np.int32))
+        indicator_ids = pa.array(ids[field.item_codes.astype(np.int64)], type=columns["item"].type)
+        columns[f"{prefix}indicators"] = pa.ListArray.from_arrays(offsets, indicator_ids)
+        columns[f"{prefix}scores"] = pa.ListArray.from_arrays(offsets, pa.array(field.scores, type=pa.float64()))
+    columns["popularity"] = pa.array(np.asarray(popularity[block.start : block.stop], dtype=np.int64))
+    return pa.table(columns)
 
 
 # --------------------------------------------------------------------------------------- helpers

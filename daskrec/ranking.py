@@ -28,7 +28,7 @@ as text).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +44,8 @@ LINEAR_K1 = 1000.0
 """BM25's ``k1`` for indicator fields: ``tf / (tf + k1)`` is within 5% of linear up to tf = 50."""
 
 _BATCH_USERS = 256
+PRIMARY = "indicators"
+"""The primary indicator field (:data:`daskrec.index.PRIMARY_FIELD`; index imports this module)."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,13 @@ def term_frequencies(scores: np.ndarray, layout: Layout) -> np.ndarray:
     """
     if layout == "keyword":
         return np.ones(len(scores), dtype=np.int64)
-    return np.maximum(np.rint(scores), 1).astype(np.int64)
+    counts: np.ndarray = np.maximum(np.rint(scores), 1).astype(np.int64)
+    return counts
 
 
-def clause_scores(tf: np.ndarray, df: np.ndarray, doc_count: int) -> np.ndarray:
-    """Score of a ``term`` clause (boost 1) for a document with ``tf`` copies of a term found in
-    ``df`` of the ``doc_count`` documents, computed as Lucene computes BM25 (``b = 0``, ``k1 =``
+def clause_scores(tf: np.ndarray, df: np.ndarray, doc_count: int, boost: float = 1.0) -> np.ndarray:
+    """Score of a ``term`` clause with ``boost`` for a document with ``tf`` copies of a term found
+    in ``df`` of the ``doc_count`` documents, computed as Lucene computes BM25 (``b = 0``, ``k1 =``
     :data:`LINEAR_K1`, Elasticsearch's ``k1 + 1`` factor), in float32 step by step, so that a
     sum of clauses is bit for bit the engine's score.
 
@@ -85,18 +88,32 @@ def clause_scores(tf: np.ndarray, df: np.ndarray, doc_count: int) -> np.ndarray:
     3.98876953125
     """
     idf = np.log(1.0 + (doc_count - df + 0.5) / (df + 0.5)).astype(np.float32)
-    weight = np.float32(LINEAR_K1 + 1) * idf
+    weight = (np.float32(boost) * np.float32(LINEAR_K1 + 1)) * idf
     norm_inverse = np.float32(1.0) / np.float32(LINEAR_K1)
     scores: np.ndarray = weight - weight / (np.float32(1.0) + np.asarray(tf, dtype=np.float32) * norm_inverse)
     return scores
 
 
+@dataclass(frozen=True)
+class _FieldIndex:
+    """One indicator field, inverted: which candidates list which history items, how often."""
+
+    history_items: np.ndarray
+    candidates: np.ndarray
+    tf: np.ndarray
+    df: np.ndarray
+    doc_count: int
+
+
 class Scorer:
-    """The ranking of :mod:`daskrec.serve`, computed in process from an indicators table (for
-    evaluation without a node, and to check the node's answers)."""
+    """The ranking of :func:`daskrec.serve.recommend`, computed in process from an indicators
+    table (for evaluation without a node, and to check the node's answers)."""
 
     def __init__(self, table: pa.Table, layout: Layout = "weighted") -> None:
-        """Index ``table`` (``item``, ``indicators``, ``scores``, ``popularity``) as ``layout``."""
+        """Index ``table`` (``item``, ``indicators``, ``scores``, any ``<type>_indicators`` and
+        ``<type>_scores``, ``popularity``) as ``layout``."""
+        from .index import indicator_fields, scores_field
+
         ids = table.column("item").to_numpy(zero_copy_only=False)
         self.items: list[object] = ids.tolist()
         """Every item id, by code."""
@@ -106,76 +123,103 @@ class Scorer:
         text_rank = np.empty(n_items, dtype=np.int64)
         text_rank[np.argsort(as_text, kind="stable")] = np.arange(n_items)
         self._text_rank = text_rank
-        indicators = table.column("indicators").combine_chunks()
-        counts = np.diff(indicators.offsets.to_numpy())
-        rows = np.repeat(np.arange(n_items), counts)
-        columns = self._encode(indicators.flatten().to_numpy(zero_copy_only=False))
-        scores = table.column("scores").combine_chunks().flatten().to_numpy()
-        df = np.bincount(columns, minlength=n_items)
-        weights = clause_scores(term_frequencies(scores, layout), df[columns], int(np.count_nonzero(counts)))
-        # history item x candidate, so a batch of histories times this is their candidates' scores
-        self._weights = sp.csr_array((weights, (columns, rows)), shape=(n_items, n_items))
+        self._fields: dict[str, _FieldIndex] = {}
+        for field in indicator_fields(table.column_names):
+            indicators = table.column(field).combine_chunks()
+            counts = np.diff(indicators.offsets.to_numpy())
+            listed = self._encode(indicators.flatten().to_numpy(zero_copy_only=False))
+            scores = table.column(scores_field(field)).combine_chunks().flatten().to_numpy()
+            self._fields[field] = _FieldIndex(
+                history_items=listed,
+                candidates=np.repeat(np.arange(n_items), counts),
+                tf=term_frequencies(scores, layout),
+                df=np.bincount(listed, minlength=n_items),
+                doc_count=int(np.count_nonzero(counts)),
+            )
+        self._weights: dict[tuple[str, float], sp.csr_array] = {}
         popularity = table.column("popularity").to_numpy()
         self._by_popularity = np.lexsort((text_rank, -popularity))
+
+    def _field_weights(self, field: str, boost: float) -> sp.csr_array:
+        """History item x candidate clause scores of ``field`` with ``boost``."""
+        if (field, boost) not in self._weights:
+            if field not in self._fields:
+                raise ValueError(f"the indicators have no field {field!r} (they have {sorted(self._fields)})")
+            index = self._fields[field]
+            values = clause_scores(index.tf, index.df[index.history_items], index.doc_count, boost)
+            n_items = len(self.items)
+            self._weights[field, boost] = sp.csr_array(
+                (values.astype(np.float64), (index.history_items, index.candidates)), shape=(n_items, n_items)
+            )
+        return self._weights[field, boost]
 
     def _encode(self, items: Iterable[object]) -> np.ndarray:
         return np.fromiter((self._codes[item] for item in items), dtype=np.int64)
 
     def recommend(
-        self, history: Sequence[object], k: int = 10, *, exclude: Iterable[object] = (), backfill: bool = True
+        self,
+        history: Sequence[object],
+        k: int = 10,
+        *,
+        cross_histories: Mapping[str, Sequence[object]] | None = None,
+        boosts: Mapping[str, float] | None = None,
+        exclude: Iterable[object] = (),
+        backfill: bool = True,
     ) -> list[Recommendation]:
-        """Up to ``k`` items for one history, as :func:`daskrec.serve.recommend` ranks them."""
-        return self.recommend_many([history], k, exclude=[exclude], backfill=backfill)[0]
+        """Up to ``k`` items for one user, as :func:`daskrec.serve.recommend` ranks them."""
+        cross = {name: [items] for name, items in (cross_histories or {}).items()}
+        return self.recommend_many([history], k, cross_histories=cross, boosts=boosts, exclude=[exclude], backfill=backfill)[0]
 
     def recommend_many(
         self,
         histories: Sequence[Sequence[object]],
         k: int = 10,
         *,
+        cross_histories: Mapping[str, Sequence[Sequence[object]]] | None = None,
+        boosts: Mapping[str, float] | None = None,
         exclude: Sequence[Iterable[object]] | None = None,
         backfill: bool = True,
     ) -> list[list[Recommendation]]:
-        """:meth:`recommend` for many histories at once (a sparse product per batch of users).
+        """:meth:`recommend` for many users at once (a sparse product per batch of users);
+        ``cross_histories`` holds, per event type, one history per user.
 
         Items unknown to the table are ignored in a history and in ``exclude``.
         """
+        boosts = boosts or {}
+        searched = {PRIMARY: histories, **{f"{name}_{PRIMARY}": lists for name, lists in (cross_histories or {}).items()}}
+        weights = {field: self._field_weights(field, float(boosts.get(field, 1.0))) for field in searched}
         out: list[list[Recommendation]] = []
         for start in range(0, len(histories), _BATCH_USERS):
-            batch = histories[start : start + _BATCH_USERS]
-            excluded = exclude[start : start + _BATCH_USERS] if exclude is not None else [()] * len(batch)
-            out += self._batch(batch, excluded, k, backfill)
+            stop = min(start + _BATCH_USERS, len(histories))
+            scores = np.zeros((stop - start, len(self.items)))
+            for field, lists in searched.items():
+                scores += (self._history_matrix(lists[start:stop]) @ weights[field]).toarray()
+            excluded = exclude[start:stop] if exclude is not None else [()] * (stop - start)
+            for row, (history, extra) in enumerate(zip(histories[start:stop], excluded)):
+                blocked = np.union1d(self._known(history), self._known(extra))
+                out.append(self._ranked(scores[row], blocked, k, backfill))
         return out
+
+    def _history_matrix(self, histories: Sequence[Sequence[object]]) -> sp.csr_array:
+        """Users x items, 1 where the item is in the user's history (repeats count once)."""
+        codes = [self._known(history) for history in histories]
+        rows = np.repeat(np.arange(len(histories)), [len(c) for c in codes])
+        columns = np.concatenate(codes) if rows.size else np.empty(0, dtype=np.int64)
+        return sp.csr_array((np.ones(len(rows)), (rows, columns)), shape=(len(histories), len(self.items)))
 
     def _known(self, items: Iterable[object]) -> np.ndarray:
         return np.unique(self._encode(item for item in items if item in self._codes))
 
-    def _batch(
-        self, histories: Sequence[Sequence[object]], exclude: Sequence[Iterable[object]], k: int, backfill: bool
-    ) -> list[list[Recommendation]]:
-        n_items = len(self.items)
-        history_codes = [self._known(history) for history in histories]
-        lengths = [len(codes) for codes in history_codes]
-        rows = np.repeat(np.arange(len(histories)), lengths)
-        columns = np.concatenate(history_codes) if rows.size else np.empty(0, dtype=np.int64)
-        matrix = sp.csr_array((np.ones(len(rows)), (rows, columns)), shape=(len(histories), n_items))
-        scores = (matrix @ self._weights).toarray()
-        out = []
-        for row, (codes, extra) in enumerate(zip(history_codes, exclude)):
-            blocked = np.union1d(codes, self._known(extra))
-            user_scores = scores[row]
-            user_scores[blocked] = 0.0
-            candidates = np.flatnonzero(user_scores > 0)
-            # The float32 clause scores add up exactly in float64; Lucene adds them in double and
-            # reports a float32, and so do we. Ties go to the smaller id as text.
-            ranked = user_scores[candidates].astype(np.float32)
-            order = np.lexsort((self._text_rank[candidates], -ranked))[:k]
-            found = [
-                Recommendation(self.items[candidates[i]], float(ranked[i]), "indicators") for i in order
-            ]
-            order = candidates[order]
-            if backfill and len(found) < k:
-                taken = np.union1d(blocked, order)
-                fill = self._by_popularity[~np.isin(self._by_popularity, taken)][: k - len(found)]
-                found += [Recommendation(self.items[c], 0.0, "popularity") for c in fill]
-            out.append(found)
-        return out
+    def _ranked(self, user_scores: np.ndarray, blocked: np.ndarray, k: int, backfill: bool) -> list[Recommendation]:
+        user_scores[blocked] = 0.0
+        candidates = np.flatnonzero(user_scores > 0)
+        # The float32 clause scores add up exactly in float64; Lucene adds them in double and
+        # reports a float32, and so do we. Ties go to the smaller id as text.
+        ranked = user_scores[candidates].astype(np.float32)
+        order = np.lexsort((self._text_rank[candidates], -ranked))[:k]
+        found = [Recommendation(self.items[candidates[i]], float(ranked[i]), "indicators") for i in order]
+        if backfill and len(found) < k:
+            taken = np.union1d(blocked, candidates[order])
+            fill = self._by_popularity[~np.isin(self._by_popularity, taken)][: k - len(found)]
+            found += [Recommendation(self.items[c], 0.0, "popularity") for c in fill]
+        return found

@@ -23,7 +23,7 @@ from elasticsearch.exceptions import NotFoundError
 
 from .config import Layout
 from .errors import InputError
-from .index import PROPERTIES, search_fields
+from .index import PRIMARY_FIELD, PROPERTIES, search_field
 from .ranking import Recommendation
 
 log = logging.getLogger(__name__)
@@ -65,28 +65,38 @@ NO_FILTER = ItemFilter()
 
 
 def history_query(
-    history: Sequence[object],
+    histories: Mapping[str, Sequence[object]],
     k: int,
-    field_boosts: Mapping[str, float] | None = None,
+    boosts: Mapping[str, float] | None = None,
     item_filter: ItemFilter = NO_FILTER,
+    exclude: Sequence[object] = (),
 ) -> dict[str, Any]:
     """Search body: items whose searched indicator fields hold the history items (one ``term``
-    clause per distinct history item and field), best first, ties by id; history excluded.
+    clause per field and distinct item, boosted per field), best first, ties by id, ``exclude``
+    (the primary history) and ``item_filter`` applied.
+
+    Parameters
+    ----------
+    histories
+        Items per searched field (``weighted_indicators``, ``weighted_view_indicators``, ...).
+    boosts
+        Boost per searched field (default 1).
 
     Examples
     --------
-    >>> history_query([7, 7], 3)["query"]["bool"]["should"]
+    >>> history_query({"weighted_indicators": [7, 7]}, 3)["query"]["bool"]["should"]
     [{'term': {'weighted_indicators': {'value': '7', 'boost': 1.0}}}]
     """
-    boosts = dict(field_boosts) if field_boosts else {name: 1.0 for name in search_fields("weighted")}
-    ids = _unique_text(history)
+    boosts = boosts or {}
     query: dict[str, Any] = {
         "bool": {
             "should": [
-                {"term": {name: {"value": item, "boost": boost}}} for name, boost in boosts.items() for item in ids
+                {"term": {name: {"value": item, "boost": float(boosts.get(name, 1.0))}}}
+                for name, items in histories.items()
+                for item in _unique_text(items)
             ],
             "minimum_should_match": 1,
-            **item_filter.clauses(history),
+            **item_filter.clauses(exclude),
         }
     }
     if item_filter.boosts:
@@ -154,12 +164,13 @@ def recommend(
     k: int = 10,
     *,
     index: str = "items2",
-    field_boosts: Mapping[str, float] | None = None,
+    cross_histories: Mapping[str, Sequence[object]] | None = None,
+    boosts: Mapping[str, float] | None = None,
     item_filter: ItemFilter = NO_FILTER,
     backfill: bool = True,
     layout: Layout | None = None,
 ) -> list[Recommendation]:
-    """Up to ``k`` items for a user whose recent history is ``history`` (most relevant first).
+    """Up to ``k`` items for a user whose recent primary events are ``history`` (most relevant first).
 
     Items matched through their indicators come first, ranked as :mod:`daskrec.ranking` says;
     then, if ``backfill``, the most popular items not yet listed, not in the history and passing
@@ -167,18 +178,25 @@ def recommend(
 
     Parameters
     ----------
-    field_boosts
-        Weight per searched field (default 1 each).
+    cross_histories
+        The user's recent items per cross-occurrence event type (``{"view": [...]}``), searched
+        against that type's indicators.
+    boosts
+        Weight per indicator field (``{"indicators": 1.0, "view_indicators": 0.5}``; default 1).
     layout
         The index's layout; ``None`` reads it from the index (one small extra request).
     """
     if k < 1:
         return []
     try:
-        if field_boosts is None:
-            field_boosts = {name: 1.0 for name in search_fields(layout or _layout(client, index))}
-        body = history_query(history, k, field_boosts, item_filter)
-        hits = client.search(index=index, body=body)["hits"]["hits"] if history else []
+        layout = layout or _layout(client, index)
+        histories = {search_field(PRIMARY_FIELD, layout): history}
+        for event_type, items in (cross_histories or {}).items():
+            histories[search_field(f"{event_type}_{PRIMARY_FIELD}", layout)] = items
+        field_boosts = {search_field(name, layout): boost for name, boost in (boosts or {}).items()}
+        body = history_query(histories, k, field_boosts, item_filter, exclude=history)
+        has_history = any(len(items) for items in histories.values())
+        hits = client.search(index=index, body=body)["hits"]["hits"] if has_history else []
         found = [Recommendation(hit["_source"]["id"], float(hit["_score"]), "indicators") for hit in hits]
         if backfill and len(found) < k:
             exclude = [*history, *(r.item for r in found)]

@@ -114,3 +114,65 @@ def spec_indicators(
         scored.sort(key=lambda sj: (-sj[0], code[sj[1]]))
         result[i] = [(j, s) for s, j in scored[:top_k] if s >= min_llr and s != 0.0]
     return result
+
+
+def spec_cross_indicators(
+    path: str,
+    *,
+    primary: str = "transaction",
+    cross: str = "view",
+    recent: int = 50,
+    top_k: int = 50,
+    min_llr: float = 5.0,
+    llr_table: str = "cooccurrence",
+) -> dict[object, list[tuple[object, float]]]:
+    """Item id -> [(cross indicator id, score), ...] best first: the SPEC's cross-occurrence
+    ``Aᵀ·B`` over the users with primary rows (each keeping its ``recent`` latest rows per type),
+    scored with that matrix's own marginals (or, for ``users``, user counts over those users), in
+    plain loops. Every item of either type has a row."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    selected = [(i, r) for i, r in enumerate(rows) if r["event"] in (primary, cross)]
+    users_int = all(r["visitorid"].lstrip("-").isdigit() for _, r in selected)
+    items_int = all(r["itemid"].lstrip("-").isdigit() for _, r in selected)
+    history: dict[tuple[object, str], list[tuple[int, int, object]]] = defaultdict(list)
+    for position, r in selected:
+        user = _parse_id(r["visitorid"], users_int)
+        history[user, r["event"]].append((int(r["timestamp"]), position, _parse_id(r["itemid"], items_int)))
+    occ: dict[str, dict[object, Counter[object]]] = {primary: {}, cross: {}}
+    for (user, event), events in history.items():
+        events.sort(reverse=True)
+        occ[event][user] = Counter(item for _, _, item in events[:recent])
+    items = sorted({i for kind in occ.values() for c in kind.values() for i in c})
+    code = {item: n for n, item in enumerate(items)}
+    a = occ[primary]
+    b = {user: occ[cross].get(user, Counter()) for user in a}  # only users with primary rows
+    if llr_table == "users":
+        a = {u: Counter({i: 1 for i in c}) for u, c in a.items()}
+        b = {u: Counter({i: 1 for i in c}) for u, c in b.items()}
+    table: dict[object, Counter[object]] = defaultdict(Counter)
+    for user, ca in a.items():
+        for i, vi in ca.items():
+            for j, vj in b[user].items():
+                table[i][j] += vi * vj
+    if llr_table == "users":
+        row_sum = Counter(i for c in a.values() for i in c)
+        column_sum = Counter(j for c in b.values() for j in c)
+        total = len(a)
+    else:
+        row_sum = Counter({i: sum(row.values()) for i, row in table.items()})
+        column_sum = Counter()
+        for row in table.values():
+            column_sum.update(row)
+        total = sum(row_sum.values())
+    result: dict[object, list[tuple[object, float]]] = {}
+    for i in items:
+        scored = []
+        for j, v in table[i].items():
+            k11 = v
+            k12 = row_sum[i] - k11
+            k21 = column_sum[j] - k11
+            scored.append((spec_root_llr(k11, k12, k21, total - k11 - k12 - k21), j))
+        scored.sort(key=lambda sj: (-sj[0], code[sj[1]]))
+        result[i] = [(j, s) for s, j in scored[:top_k] if s >= min_llr and s != 0.0]
+    return result

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -32,6 +33,7 @@ from daskrec import (
     write_index,
     write_output,
 )
+from daskrec.serve import ItemFilter
 from daskrec.synth import SynthConfig
 
 pytestmark = pytest.mark.integration
@@ -245,3 +247,42 @@ def test_command_line_build_index_and_query(tmp_path: Path, es_settings: EsSetti
     down = daskrec("build", dataset, "--out", "out2", "--es-url", "http://127.0.0.1:9", "--no-progress")
     assert down.returncode == 2 and "unreachable" in down.stderr
     assert not (tmp_path / "out2").exists()  # it failed before building anything
+
+
+def test_cross_fields_properties_filters_and_boosts(tmp_path: Path, es_settings: EsSettings, alias: str) -> None:
+    def daskrec(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "daskrec", *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "DASKREC_ES_URL": es_settings.url})
+
+    folder = real_dataset("ml-latest-small").parent
+    movies = pd.read_csv(folder / "movies.csv").rename(columns={"movieId": "item"})
+    movies[["item", "genres"]].to_csv(tmp_path / "movies.csv", index=False)
+    built = daskrec("build", str(folder / "events.csv"), "--out", "out", "--cross", "view", "--no-progress",
+                    "--dashboard-address", ":0")
+    assert built.returncode == 0, built.stderr
+    indexed = daskrec("index", "out", "--index", alias, "--properties", "movies.csv", "--list-columns", "genres",
+                      "--replicas", "0", "--no-progress", "--dashboard-address", ":0")
+    assert indexed.returncode == 0, indexed.stderr
+    table = pq.read_table(tmp_path / "out" / "indicators.parquet")
+    assert {"view_indicators", "view_scores"} <= set(table.column_names)
+    with connect_es(es_settings) as client:
+        source = client.get(index=alias, id="1")["_source"]
+        assert "Comedy" in source["properties"]["genres"] and "weighted_indicators" not in source
+        assert source["view_indicators"] == table.to_pandas().set_index("item").loc[1, "view_indicators"].tolist()
+        history, views = [1, 260, 1196], [2571, 2959]
+        comedies = recommend(client, history, 10, index=alias, cross_histories={"view": views},
+                             item_filter=ItemFilter(include={"genres": ["Comedy"]}, exclude=(2,)))
+        genres = movies.set_index("item")["genres"]
+        assert len(comedies) == 10 and all("Comedy" in genres[r.item] for r in comedies)
+        assert not {r.item for r in comedies} & {1, 260, 1196, 2}
+        no_drama = recommend(client, history, 30, index=alias, item_filter=ItemFilter(exclude_where={"genres": ["Drama"]}))
+        assert all("Drama" not in genres[r.item] for r in no_drama)
+        plain = recommend(client, history, 10, index=alias)
+        boosted = recommend(client, history, 10, index=alias, item_filter=ItemFilter(boosts=[("genres", "Animation", 50.0)]))
+        assert sum("Animation" in genres[r.item] for r in boosted) > sum("Animation" in genres[r.item] for r in plain)
+        only_views = recommend(client, [], 5, index=alias, cross_histories={"view": views}, backfill=False)
+        assert only_views and all(r.reason == "indicators" for r in only_views)
+    shown = daskrec("recommend", "--history", "1,260", "--cross-history", "view=2571,2959", "--field-boost", "view=0.5",
+                    "--include", "genres=Comedy", "-k", "3", "--index", alias)
+    assert shown.returncode == 0, shown.stderr
+    assert all("Comedy" in genres[int(line.split()[0])] for line in shown.stdout.splitlines())

@@ -16,7 +16,7 @@ from conftest import real_dataset
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daskrec import BuildConfig, IndexConfig, build_indicators, write_index
+from daskrec import BuildConfig, IndexConfig, IngestConfig, build_indicators, write_index
 from daskrec.cli import cli
 from daskrec.config import TUTORIAL
 from daskrec.es import EsSettings, connect_es
@@ -28,14 +28,17 @@ from daskrec.serve import ItemFilter, recommend
 # ------------------------------------------------------------------------------------------ split
 
 
-def events_frame(rows: list[tuple[object, object, int]]) -> pd.DataFrame:
+def events_frame(rows: list[tuple[object, object, int]], matrix: list[int] | None = None) -> pd.DataFrame:
     users, items, times = zip(*rows)
-    return pd.DataFrame({"visitorid": users, "itemid": items, "timestamp": times, "position": range(len(rows))})
+    return pd.DataFrame(
+        {"visitorid": users, "itemid": items, "timestamp": times, "position": range(len(rows)),
+         "matrix": matrix or [0] * len(rows)}
+    )
 
 
 def test_per_user_split_trains_on_each_users_first_80_percent() -> None:
     rows = [(1, i, t) for i, t in zip(range(10, 20), [5, 1, 2, 3, 4, 6, 7, 8, 9, 10])] + [(2, 10, 1), (2, 99, 2)]
-    cut = temporal_split(events_frame(rows), pd.Series([True] * len(rows)), "per-user", recent=3)
+    cut = temporal_split(events_frame(rows), "per-user", recent=3)
     assert cut.relevant == {1: {18, 19}, 2: {99}}  # user 1's last two by time; user 2 trains on 1 of 2
     assert cut.histories == {1: [15, 16, 17], 2: [10]}  # the most recent 3 training items, oldest first
     assert cut.seen[1] == set(range(10, 18))
@@ -44,12 +47,12 @@ def test_per_user_split_trains_on_each_users_first_80_percent() -> None:
 
 def test_global_split_cuts_at_the_80th_percentile_and_drops_items_seen_in_training() -> None:
     rows = [(1, "a", 1), (1, "b", 2), (2, "a", 3), (2, "c", 4), (1, "a", 9), (1, "d", 10), (2, "e", 10)]
-    primary = pd.Series([True, True, True, False, True, True, False])
-    cut = temporal_split(events_frame(rows), primary, "global", recent=50)
+    cut = temporal_split(events_frame(rows, [0, 0, 0, 1, 0, 0, -1]), "global", recent=50, n_cross=1)
     # cutoff = 80th percentile of timestamps = 9.8: the rows at 10 are the test set
     assert cut.relevant == {1: {"d"}}  # user 2's test row is not of a primary type
     assert cut.seen == {1: {"a", "b"}} and cut.histories == {1: ["a", "b", "a"]}
-    assert cut.train["itemid"].tolist() == ["a", "b", "a", "a"]  # primary rows only, input order
+    assert cut.cross_histories == [{1: []}]  # user 2's cross row is theirs
+    assert cut.train["itemid"].tolist() == ["a", "b", "a", "c", "a"]  # primary and cross rows, input order
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -180,3 +183,15 @@ def test_evaluate_command_writes_json_and_plot(tmp_path: Path) -> None:
         )
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "ndcg@5" in result.output
+
+
+@pytest.mark.integration
+def test_cross_occurrence_fields_rank_the_same_through_elasticsearch(es_settings: EsSettings) -> None:
+    events = [str(real_dataset("ml-100k"))]  # ratings below 4 are view events there
+    config = BuildConfig(ingest=IngestConfig(cross_event_types=("view",)))
+    boosts = {"view_indicators": 0.5}
+    served = evaluate(events, config, boosts=boosts, es=es_settings, baselines=False)
+    local = evaluate(events, config, boosts=boosts, es=None, baselines=False)
+    assert served["methods"]["daskrec"] == local["methods"]["daskrec"]
+    without = evaluate(events, BuildConfig(), es=None, baselines=False)
+    assert local["methods"]["daskrec"] != without["methods"]["daskrec"]  # the view field took part

@@ -8,11 +8,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from daskrec import ConfigError, IndexConfig, ServiceError
+from daskrec import ConfigError, IndexConfig, InputError, ServiceError
 from daskrec.es import EsSettings, connect_es
 from daskrec.index import (
     alias_actions,
@@ -20,6 +21,7 @@ from daskrec.index import (
     generation_name,
     index_template,
     indicator_documents,
+    read_item_properties,
     stale_generations,
 )
 from daskrec.serve import ItemFilter, history_query, popularity_query
@@ -87,11 +89,12 @@ def test_alias_moves_in_one_call() -> None:
 
 
 def test_history_query_has_a_term_clause_per_item_and_excludes_the_history() -> None:
-    body = history_query([1, "b c", 1], 5, {"indicators": 1.0, "view_indicators": 0.5})
+    history = [1, "b c", 1]
+    body = history_query({"indicators": history, "view_indicators": ["v"]}, 5, {"view_indicators": 0.5}, exclude=history)
     clauses = body["query"]["bool"]["should"]
     assert {"term": {"indicators": {"value": "b c", "boost": 1.0}}} in clauses
-    assert {"term": {"view_indicators": {"value": "1", "boost": 0.5}}} in clauses
-    assert len(clauses) == 4 and body["size"] == 5  # a repeated history item counts once
+    assert {"term": {"view_indicators": {"value": "v", "boost": 0.5}}} in clauses
+    assert len(clauses) == 3 and body["size"] == 5  # a repeated history item counts once
     assert body["query"]["bool"]["must_not"] == [{"ids": {"values": ["1", "b c"]}}]
     assert body["sort"] == ["_score", {"id": "asc"}]
     backfill = popularity_query(["1"], 3)
@@ -102,7 +105,7 @@ def test_filters_apply_to_matches_and_backfill_alike() -> None:
     rules = ItemFilter(
         exclude=("x",), include={"genre": ["jazz", "folk"]}, exclude_where={"label": ["bad"]}, boosts=[("era", "60s", 2.0)]
     )
-    body = history_query(["a"], 3, {"weighted_indicators": 1.0}, rules)
+    body = history_query({"weighted_indicators": ["a"]}, 3, None, rules, exclude=["a"])
     scored = body["query"]["function_score"]
     assert scored["functions"] == [{"filter": {"term": {"properties.era": "60s"}}, "weight": 2.0}]
     inner = scored["query"]["bool"]
@@ -179,3 +182,29 @@ def test_credentials_and_version_are_checked_first(answering_server: str, messag
     with pytest.raises(ServiceError, match=message) as caught:
         connect_es(settings)
     assert "s3cret-pw" not in str(caught.value)
+
+
+def test_item_properties_are_read_with_clear_errors(tmp_path: Path) -> None:
+    good = tmp_path / "items.csv"
+    good.write_text("item,genres,year\n1,Comedy|Drama,1995\n2,,1996\n")
+    assert read_item_properties(str(good), pa.int64(), ["genres"]) == {
+        1: {"genres": ["Comedy", "Drama"], "year": 1995},
+        2: {"year": 1996},
+    }
+    texts = read_item_properties(str(good), pa.string())
+    assert list(texts) == ["1", "2"] and texts["1"]["genres"] == "Comedy|Drama"
+    twice = tmp_path / "twice.csv"
+    twice.write_text("item,genre\n1,a\n2,b\n1,c\n")
+    with pytest.raises(InputError, match=r"twice\.csv.*row 3.*item") as caught:
+        read_item_properties(str(twice), pa.int64())
+    assert "appears twice" in str(caught.value)
+    nameless = tmp_path / "nameless.csv"
+    nameless.write_text("id,genre\n1,a\n")
+    with pytest.raises(InputError, match="'item' column"):
+        read_item_properties(str(nameless), pa.int64())
+    with pytest.raises(InputError, match="list columns"):
+        read_item_properties(str(good), pa.int64(), ["tags"])
+    text_ids = tmp_path / "text.csv"
+    text_ids.write_text("item,genre\nx1,a\n")
+    with pytest.raises(InputError, match="integers"):
+        read_item_properties(str(text_ids), pa.int64())

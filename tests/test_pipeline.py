@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import SIMPLE_COOCCURRENCE, SIMPLE_ROW_SUM, SIMPLE_TOTAL
-from spec_port import spec_indicators, spec_root_llr
+from spec_port import spec_cross_indicators, spec_indicators, spec_root_llr
 
 from daskrec import (
     BuildConfig,
@@ -125,3 +125,46 @@ def test_downsampled_blocks_gathering_their_own_rows_equal_the_shared_matrix(
     monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
     monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 200_000)
     assert build_indicators([str(generated_csv)], config).table.equals(shared.table)
+
+
+def cross_config(llr_table: str, blocksize: int = 200_000) -> BuildConfig:
+    return BuildConfig(
+        ingest=IngestConfig(event_types=("addtocart",), cross_event_types=("view", "transaction"), recent=20, blocksize=blocksize),
+        indicators=IndicatorConfig(top_k=10, min_llr=1.0, llr_table=llr_table),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
+def test_cross_occurrence_matches_the_spec_on_both_paths(
+    generated_csv: Path, llr_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = build_indicators([str(generated_csv)], cross_config(llr_table))
+    table = shared.table
+    assert table.column_names == [
+        "item", "indicators", "scores", "view_indicators", "view_scores",
+        "transaction_indicators", "transaction_scores", "popularity",
+    ]
+    for cross in ("view", "transaction"):
+        expected = spec_cross_indicators(
+            str(generated_csv), primary="addtocart", cross=cross, recent=20, top_k=10, min_llr=1.0, llr_table=llr_table
+        )
+        got = {row["item"]: list(zip(row[f"{cross}_indicators"], row[f"{cross}_scores"])) for row in table.to_pylist()}
+        # every item of any of the three types has a row; those of neither type here have no indicators
+        assert got.keys() >= expected.keys() and not any(got[k] for k in got.keys() - expected.keys())
+        assert {k: [j for j, _ in got[k]] for k in expected} == {k: [j for j, _ in v] for k, v in expected.items()}
+        np.testing.assert_allclose(
+            [s for k in expected for _, s in got[k]], [s for v in expected.values() for _, s in v], rtol=1e-9
+        )
+    assert sum(1 for v in table.column("view_indicators").to_pylist() if v) > 50
+    # The primary field is what a build without cross types gives (plus rows for items only crossed).
+    alone = build_indicators([str(generated_csv)], BuildConfig(
+        ingest=IngestConfig(event_types=("addtocart",), recent=20, blocksize=200_000),
+        indicators=IndicatorConfig(top_k=10, min_llr=1.0, llr_table=llr_table),  # type: ignore[arg-type]
+    ))
+    primary = dict(zip(table.column("item").to_pylist(), table.column("indicators").to_pylist()))
+    assert all(primary[k] == v for k, v in zip(alone.table.column("item").to_pylist(), alone.table.column("indicators").to_pylist()))
+    monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
+    monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 20_000)
+    gathered = build_indicators([str(generated_csv)], cross_config(llr_table))
+    assert gathered.counts["item_blocks"] > 4 * shared.counts["item_blocks"]
+    assert gathered.table.equals(table)
