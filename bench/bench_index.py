@@ -75,7 +75,8 @@ def single_thread_load(client: Elasticsearch, table: pa.Table, config: IndexConf
     """Seconds for one ``helpers.bulk`` of every document into a twin index with the same settings."""
     twin = "bench-single-thread"
     client.options(ignore_status=404).indices.delete(index=twin)
-    client.indices.create(index=twin, settings=loading_settings(), mappings=index_template(twin)["template"]["mappings"])
+    template = index_template(twin)["template"]
+    client.indices.create(index=twin, settings={**template["settings"], **loading_settings()}, mappings=template["mappings"])
     options: dict[str, Any] = {"chunk_size": config.chunk_size, "max_chunk_bytes": config.max_chunk_bytes}
     if make_actions is bulk_actions:
         options["expand_action_callback"] = lambda action: action

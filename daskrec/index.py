@@ -12,6 +12,7 @@ A failed or interrupted load deletes the new generation and leaves the alias whe
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "read_item_properties",
     "indicator_fields",
     "search_field",
+    "search_token",
     "write_index",
 ]
 
@@ -121,6 +123,25 @@ def search_field(field: str, layout: Layout) -> str:
     return f"{WEIGHTED_PREFIX}{field}" if layout == "weighted" else field
 
 
+def search_token(item: object) -> str:
+    """An item id as one token of the whitespace-analysed ``weighted`` fields: whitespace and
+    ``%`` percent-encoded (so ``a b`` stays one token), ids longer than the tokenizer's 255
+    characters replaced by a digest.
+
+    Examples
+    --------
+    >>> search_token("a b"), search_token(42), search_token("x-1%")
+    ('a%20b', '42', 'x-1%25')
+    """
+    token = "".join(f"%{ord(c):02X}" if c == "%" or c.isspace() else c for c in str(item))
+    if len(token) > _MAX_TOKEN:
+        token = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    return token
+
+
+_MAX_TOKEN = 255
+
+
 def index_template(
     alias: str, layout: Layout = "weighted", fields: Sequence[str] = (PRIMARY_FIELD,)
 ) -> dict[str, Any]:
@@ -132,7 +153,9 @@ def index_template(
     keyword = {"type": "keyword"}
     matched = {"type": "keyword", "doc_values": False, "similarity": SIMILARITY}
     stored_only = {"type": "float", "index": False, "doc_values": False}
-    weighted = {**matched, "index_options": "freqs"}
+    # One whitespace-separated string of tokens indexes about twice as fast as an array of as
+    # many keyword values; ids become tokens through search_token.
+    weighted = {"type": "text", "analyzer": "whitespace", "norms": False, "index_options": "freqs", "similarity": SIMILARITY}
     mapped: dict[str, Any] = {}
     for field in fields:
         mapped[field] = matched
@@ -200,7 +223,7 @@ def indicator_documents(
     >>> list(indicator_documents(table, "keyword"))
     [{'id': 1, 'indicators': [2, 3], 'scores': [2.2, 1.0], 'popularity': 4}]
     >>> next(indicator_documents(table, "weighted", {1: {"genre": "jazz"}}))["weighted_indicators"]
-    [2, 2, 3]
+    '2 2 3'
     """
     stored = [c for c in ("popularity",) if c in table.column_names]
     fields = indicator_fields(table.column_names)
@@ -211,9 +234,9 @@ def indicator_documents(
             if layout == "weighted":
                 for field in fields:
                     counts = term_frequencies(np.asarray(row[scores_field(field)]), layout)
-                    document[search_field(field, layout)] = [
-                        item for item, count in zip(row[field], counts.tolist()) for _ in range(count)
-                    ]
+                    document[search_field(field, layout)] = " ".join(
+                        " ".join([search_token(item)] * count) for item, count in zip(row[field], counts.tolist())
+                    )
             if properties is not None and document["id"] in properties:
                 document[PROPERTIES] = properties[document["id"]]
             yield document

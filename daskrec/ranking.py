@@ -14,9 +14,10 @@ everybody's indicator says little.
 The layouts differ only in ``tf``:
 
 * ``weighted`` (the default): ``tf`` is the indicator's root-LLR score rounded to an integer
-  (at least 1), stored by repeating the id; a strong co-occurrence counts for more than a
-  weak one. Elasticsearch's core has no ``rank_features`` without the mapper-extras module, and
-  repeated terms work on every distribution.
+  (1 to :data:`MAX_TERM_FREQUENCY`), stored by repeating the id's token in a whitespace-analysed
+  text field; a strong co-occurrence counts for more than a weak one. Elasticsearch's core has
+  no ``rank_features`` without the mapper-extras module, and repeated terms work on every
+  distribution.
 * ``keyword`` (the tutorial's): ``tf = 1``, a plain keyword match.
 
 The in-process scores are Lucene's to the bit (float32 clause scores, summed exactly, reported
@@ -60,19 +61,25 @@ class Recommendation:
     """Why it was recommended."""
 
 
+MAX_TERM_FREQUENCY = 32
+"""Most copies of one indicator in the ``weighted`` field: bounds a document's size (scores grow
+with the square root of the log's size; on the real datasets 99% of them are below 11)."""
+
+
 def term_frequencies(scores: np.ndarray, layout: Layout) -> np.ndarray:
-    """How often each indicator id is written to the searched field.
+    """How often each indicator id is written to the searched field: its rounded score, at
+    least 1 and at most :data:`MAX_TERM_FREQUENCY` (always 1 in the ``keyword`` layout).
 
     Examples
     --------
-    >>> term_frequencies(np.array([12.4, 5.6, 0.3]), "weighted").tolist()
-    [12, 6, 1]
+    >>> term_frequencies(np.array([12.4, 5.6, 0.3, 80.0]), "weighted").tolist()
+    [12, 6, 1, 32]
     >>> term_frequencies(np.array([12.4, 5.6, 0.3]), "keyword").tolist()
     [1, 1, 1]
     """
     if layout == "keyword":
         return np.ones(len(scores), dtype=np.int64)
-    counts: np.ndarray = np.maximum(np.rint(scores), 1).astype(np.int64)
+    counts: np.ndarray = np.clip(np.rint(scores), 1, MAX_TERM_FREQUENCY).astype(np.int64)
     return counts
 
 

@@ -23,7 +23,7 @@ from elasticsearch.exceptions import NotFoundError
 
 from .config import Layout
 from .errors import InputError
-from .index import PRIMARY_FIELD, PROPERTIES, search_field
+from .index import PRIMARY_FIELD, PROPERTIES, WEIGHTED_PREFIX, search_field, search_token
 from .ranking import Recommendation
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def history_query(
     query: dict[str, Any] = {
         "bool": {
             "should": [
-                {"term": {name: {"value": item, "boost": float(boosts.get(name, 1.0))}}}
+                {"term": {name: {"value": _term(name, item), "boost": float(boosts.get(name, 1.0))}}}
                 for name, items in histories.items()
                 for item in _unique_text(items)
             ],
@@ -123,6 +123,11 @@ def popularity_query(exclude: Sequence[object], k: int, item_filter: ItemFilter 
         "query": {"bool": item_filter.clauses(exclude)},
         "sort": [{"popularity": "desc"}, {"id": "asc"}],
     }
+
+
+def _term(field: str, item: str) -> str:
+    """The term of ``item`` in a searched field: a token in the weighted fields, the id as text otherwise."""
+    return search_token(item) if field.startswith(WEIGHTED_PREFIX) else item
 
 
 def _unique_text(items: Sequence[object]) -> list[str]:

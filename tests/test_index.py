@@ -45,10 +45,13 @@ def test_documents_and_actions_keep_ids_exact() -> None:
 
 
 def test_weighted_documents_repeat_each_indicator_by_its_rounded_score() -> None:
-    table = pa.table({"item": [1], "indicators": [[2, 3, 4]], "scores": [[3.4, 2.5, 0.2]], "popularity": [9]})
+    table = pa.table({"item": [1], "indicators": [[2, 3, 4, 5]], "scores": [[3.4, 2.5, 0.2, 99.0]], "popularity": [9]})
     document = next(indicator_documents(table, "weighted", {1: {"genre": ["a", "b"]}, 7: {"genre": "c"}}))
-    assert document["weighted_indicators"] == [2, 2, 2, 3, 3, 4]  # round half to even, at least once
-    assert document["indicators"] == [2, 3, 4] and document["properties"] == {"genre": ["a", "b"]}
+    # round half to even, at least once, at most 32 times
+    assert document["weighted_indicators"].split() == ["2"] * 3 + ["3"] * 2 + ["4"] + ["5"] * 32
+    text = pa.table({"item": ["a"], "indicators": [["b c", "d%"]], "scores": [[1.0, 2.0]], "popularity": [1]})
+    assert next(indicator_documents(text, "weighted"))["weighted_indicators"] == "b%20c d%25 d%25"
+    assert document["indicators"] == [2, 3, 4, 5] and document["properties"] == {"genre": ["a", "b"]}
 
 
 @pytest.mark.parametrize("layout", ["weighted", "keyword"])
@@ -63,7 +66,9 @@ def test_template_maps_ids_as_keywords_and_forbids_dynamic_fields(layout: str) -
     assert mappings["properties"]["scores"]["index"] is False
     assert template["template"]["settings"]["similarity"]["daskrec_linear"]["b"] == 0.0
     if layout == "weighted":
-        assert mappings["properties"]["weighted_indicators"] == {**searched, "index_options": "freqs"}
+        weighted = mappings["properties"]["weighted_indicators"]
+        assert weighted["type"] == "text" and weighted["analyzer"] == "whitespace"
+        assert weighted["index_options"] == "freqs" and weighted["similarity"] == "daskrec_linear"
         assert mappings["_source"] == {"excludes": ["weighted_*"]}
     else:
         assert "weighted_indicators" not in mappings["properties"]
@@ -105,7 +110,8 @@ def test_filters_apply_to_matches_and_backfill_alike() -> None:
     rules = ItemFilter(
         exclude=("x",), include={"genre": ["jazz", "folk"]}, exclude_where={"label": ["bad"]}, boosts=[("era", "60s", 2.0)]
     )
-    body = history_query({"weighted_indicators": ["a"]}, 3, None, rules, exclude=["a"])
+    body = history_query({"weighted_indicators": ["a b"]}, 3, None, rules, exclude=["a"])
+    assert body["query"]["function_score"]["query"]["bool"]["should"][0]["term"]["weighted_indicators"]["value"] == "a%20b"
     scored = body["query"]["function_score"]
     assert scored["functions"] == [{"filter": {"term": {"properties.era": "60s"}}, "weight": 2.0}]
     inner = scored["query"]["bool"]
