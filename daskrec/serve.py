@@ -14,7 +14,7 @@ The query bodies are built by pure functions; :func:`similar` and :func:`recomme
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -189,19 +189,23 @@ def recommend(
     boosts
         Weight per indicator field (``{"indicators": 1.0, "view_indicators": 0.5}``; default 1).
     layout
-        The index's layout; ``None`` reads it from the index (one small extra request).
+        The index's layout; ``None`` reads it from the index (one small request after each swap).
     """
     if k < 1:
         return []
     try:
-        layout = layout or _layout(client, index)
-        histories = {search_field(PRIMARY_FIELD, layout): history}
-        for event_type, items in (cross_histories or {}).items():
-            histories[search_field(f"{event_type}_{PRIMARY_FIELD}", layout)] = items
-        field_boosts = {search_field(name, layout): boost for name, boost in (boosts or {}).items()}
-        body = history_query(histories, k, field_boosts, item_filter, exclude=history)
-        has_history = any(len(items) for items in histories.values())
-        hits = client.search(index=index, body=body)["hits"]["hits"] if has_history else []
+        cross = {f"{name}_{PRIMARY_FIELD}": items for name, items in (cross_histories or {}).items()}
+        has_history = bool(len(history)) or any(len(items) for items in cross.values())
+
+        def search(chosen: Layout) -> list[dict[str, Any]]:
+            histories = {search_field(PRIMARY_FIELD, chosen): history}
+            histories.update({search_field(name, chosen): items for name, items in cross.items()})
+            field_boosts = {search_field(name, chosen): boost for name, boost in (boosts or {}).items()}
+            body = history_query(histories, k, field_boosts, item_filter, exclude=history)
+            hits: list[dict[str, Any]] = client.search(index=index, body=body)["hits"]["hits"]
+            return hits
+
+        hits = _search_in_layout(client, index, layout, search) if has_history else []
         found = [Recommendation(hit["_source"]["id"], float(hit["_score"]), "indicators") for hit in hits]
         if backfill and len(found) < k:
             exclude = [*history, *(r.item for r in found)]
@@ -212,13 +216,41 @@ def recommend(
     return found
 
 
-def _layout(client: Elasticsearch, index: str) -> Layout:
-    """The layout recorded in the mapping of the index behind ``index`` (``keyword`` for
-    generations written before layouts existed)."""
+_LAYOUTS: dict[tuple[int, str], tuple[str, Layout]] = {}
+"""Per (client, alias): the generation last seen behind the alias, and its layout."""
+
+
+def _search_in_layout(
+    client: Elasticsearch, index: str, layout: Layout | None, search: Callable[[Layout], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """``search`` in the given layout, or in the layout of the generation behind ``index``.
+
+    That layout is remembered per client and alias, and checked against the generation the hits
+    come from: when the alias has moved (or nothing matched), it is read again and, if it
+    changed, the search is repeated. So the layout costs a request only after a swap.
+    """
+    if layout is not None:
+        return search(layout)
+    key = (id(client), index)
+    cached = _LAYOUTS.get(key)
+    generation, chosen = cached or _read_layout(client, index)
+    hits = search(chosen)
+    if cached is not None and (not hits or any(hit["_index"] != generation for hit in hits)):
+        fresh = _read_layout(client, index)
+        if fresh != cached:
+            hits = search(fresh[1])
+    return hits
+
+
+def _read_layout(client: Elasticsearch, index: str) -> tuple[str, Layout]:
+    """The generation behind ``index`` and the layout recorded in its mapping (``keyword`` for
+    generations written before layouts existed); remembered for :func:`_search_in_layout`."""
     mappings = client.indices.get_mapping(index=index)
-    meta = next(iter(mappings.values()))["mappings"].get("_meta", {})
+    generation, body = next(iter(mappings.items()))
+    meta = body["mappings"].get("_meta", {})
     layout: Layout = "weighted" if meta.get("daskrec_layout") == "weighted" else "keyword"
-    return layout
+    _LAYOUTS[id(client), index] = (generation, layout)
+    return generation, layout
 
 
 def _no_index(index: str) -> InputError:

@@ -195,3 +195,19 @@ def test_cross_occurrence_fields_rank_the_same_through_elasticsearch(es_settings
     assert served["methods"]["daskrec"] == local["methods"]["daskrec"]
     without = evaluate(events, BuildConfig(), es=None, baselines=False)
     assert local["methods"]["daskrec"] != without["methods"]["daskrec"]  # the view field took part
+
+
+@pytest.mark.integration
+def test_recommend_follows_the_alias_to_a_generation_of_another_layout(
+    tmp_path: Path, es_settings: EsSettings, alias: str
+) -> None:
+    events = real_dataset("ml-100k")
+    result = build_indicators([str(events)], BuildConfig())
+    write_output(str(tmp_path / "out"), result.table, build_manifest([str(events)], BuildConfig(), result.report))
+    history = [1, 50, 100, 181]
+    with connect_es(es_settings) as client:
+        for layout in ("weighted", "keyword", "weighted"):
+            write_index(str(tmp_path / "out"), es_settings, IndexConfig(alias=alias, replicas=0, layout=layout))  # type: ignore[arg-type]
+            # the same client: a layout remembered from the previous generation must not be used
+            served = [r.item for r in recommend(client, history, 10, index=alias)]
+            assert served == [r.item for r in Scorer(result.table, layout).recommend(history, 10)], layout  # type: ignore[arg-type]
