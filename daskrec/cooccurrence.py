@@ -11,6 +11,11 @@ count are marginals, and those come straight from the occurrences:
 * ``users`` table (Apache Mahout): occurrences are binarised (and optionally downsampled);
   ``row_sum[i] = column_sum[i]`` = users who have item ``i``; ``total`` = all users.
 
+With cross-occurrence types the matrix has *joint* columns: field ``f`` (0 the primary events,
+``1 + t`` the cross type ``t``) owns the columns ``[f·n, (f+1)·n)``, and only users with primary
+rows are kept. Row ``i`` of ``occᵀ·occ`` restricted to field ``f`` is then row ``i`` of ``Aᵀ·A``
+(f = 0) or ``Aᵀ·B_t``, and each field has its own marginals (see :func:`marginals`).
+
 Counts are int64 throughout: an int8 or int16 occurrence matrix wraps silently in sparse products.
 """
 

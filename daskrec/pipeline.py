@@ -8,7 +8,8 @@ bucket of visitors or one block of item rows at a time:
 1. *ingest*: each partition's rows are routed by a hash of the visitor id into buckets; each
    bucket keeps its visitors' recent rows.
 2. *occurrences*: the item vocabulary (sorted ids: an item's code is its position), one
-   occurrence matrix per bucket, and their summaries summed into the marginals and each item
+   occurrence matrix per bucket (with cross-occurrence types, over joint columns: see
+   :mod:`daskrec.cooccurrence`), and their summaries summed into the marginals and each item
    row's work.
 3. *indicators*: the items are cut into blocks of about equal work, sized so that a block's
    rows fit a task's share of worker memory; a block gathers from every bucket only the users
