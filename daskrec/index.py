@@ -29,7 +29,7 @@ from elasticsearch import Elasticsearch, helpers
 from elasticsearch.exceptions import ApiError, NotFoundError, TransportError
 
 from .config import IndexConfig, Layout
-from .ranking import LINEAR_K1, PRIMARY, term_frequencies
+from .ranking import LINEAR_K1, PRIMARY_FIELD, term_frequencies
 from .errors import IndexingError, InputError
 from .es import EsSettings, connect_es
 from .output import indicators_url
@@ -51,9 +51,6 @@ __all__ = [
     "search_token",
     "write_index",
 ]
-
-PRIMARY_FIELD = PRIMARY
-"""Document field of the primary indicators; a cross-occurrence type ``t`` adds ``t_indicators``."""
 
 WEIGHTED_PREFIX = "weighted_"
 """Prefix of the searched field of the ``weighted`` layout: ``weighted_indicators`` repeats each

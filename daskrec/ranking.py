@@ -45,8 +45,9 @@ LINEAR_K1 = 1000.0
 """BM25's ``k1`` for indicator fields: ``tf / (tf + k1)`` is within 5% of linear up to tf = 50."""
 
 _BATCH_USERS = 256
-PRIMARY = "indicators"
-"""The primary indicator field (:data:`daskrec.index.PRIMARY_FIELD`; index imports this module)."""
+PRIMARY_FIELD = "indicators"
+"""Document field and table column of the primary indicators; a cross-occurrence type ``t``
+adds ``t_indicators``."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class Scorer:
         Items unknown to the table are ignored in a history and in ``exclude``.
         """
         boosts = boosts or {}
-        searched = {PRIMARY: histories, **{f"{name}_{PRIMARY}": lists for name, lists in (cross_histories or {}).items()}}
+        searched = {PRIMARY_FIELD: histories, **{f"{name}_{PRIMARY_FIELD}": lists for name, lists in (cross_histories or {}).items()}}
         weights = {field: self._field_weights(field, float(boosts.get(field, 1.0))) for field in searched}
         out: list[list[Recommendation]] = []
         for start in range(0, len(histories), _BATCH_USERS):

@@ -23,8 +23,8 @@ from elasticsearch.exceptions import NotFoundError
 
 from .config import Layout
 from .errors import InputError
-from .index import PRIMARY_FIELD, PROPERTIES, WEIGHTED_PREFIX, search_field, search_token
-from .ranking import Recommendation
+from .index import PROPERTIES, WEIGHTED_PREFIX, search_field, search_token
+from .ranking import PRIMARY_FIELD, Recommendation
 
 log = logging.getLogger(__name__)
 

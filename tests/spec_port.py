@@ -102,13 +102,27 @@ def spec_indicators(
     else:
         row_sum = Counter({i: sum(row.values()) for i, row in cooc.items()})
         total = sum(row_sum.values())
+    return _indicators(items, code, cooc, row_sum, row_sum, total, top_k, min_llr)
+
+
+def _indicators(
+    items: list[object],
+    code: dict[object, int],
+    table: dict[object, Counter[object]],
+    row_sum: Counter[object],
+    column_sum: Counter[object],
+    total: int,
+    top_k: int,
+    min_llr: float,
+) -> dict[object, list[tuple[object, float]]]:
+    """Score every nonzero of ``table`` with the SPEC's 2x2 table and keep each row's top k."""
     result: dict[object, list[tuple[object, float]]] = {}
     for i in items:
         scored = []
-        for j, v in cooc[i].items():
+        for j, v in table[i].items():
             k11 = v
             k12 = row_sum[i] - k11
-            k21 = row_sum[j] - k11
+            k21 = column_sum[j] - k11
             k22 = total - k11 - k12 - k21
             scored.append((spec_root_llr(k11, k12, k21, k22), j))
         scored.sort(key=lambda sj: (-sj[0], code[sj[1]]))
@@ -165,14 +179,4 @@ def spec_cross_indicators(
         for row in table.values():
             column_sum.update(row)
         total = sum(row_sum.values())
-    result: dict[object, list[tuple[object, float]]] = {}
-    for i in items:
-        scored = []
-        for j, v in table[i].items():
-            k11 = v
-            k12 = row_sum[i] - k11
-            k21 = column_sum[j] - k11
-            scored.append((spec_root_llr(k11, k12, k21, total - k11 - k12 - k21), j))
-        scored.sort(key=lambda sj: (-sj[0], code[sj[1]]))
-        result[i] = [(j, s) for s, j in scored[:top_k] if s >= min_llr and s != 0.0]
-    return result
+    return _indicators(items, code, table, row_sum, column_sum, total, top_k, min_llr)
