@@ -9,7 +9,12 @@ single-threaded ``helpers.bulk`` of the same documents; then time 1,000 ``simila
      and refresh), "speedup" (their ratio), "daskrec_end_to_end_docs_per_s" (create, bulk, refresh,
      merge to one segment, verify, alias swap), "daskrec_finish_s",
      "single_thread_daskrec_actions_docs_per_s" (daskrec's pre-encoded actions, one thread),
-     "similar_p50_ms", "similar_p99_ms", "recommend_p50_ms", "recommend_p99_ms", "workers", "threads"}
+     "similar_p50_ms", "similar_p99_ms", "recommend_p50_ms", "recommend_p99_ms", "workers", "threads",
+     "single_thread_cores_busy", "daskrec_cores_busy" (CPU seconds of the node and of the loading
+     processes per second of wall time, over the single-thread load and over the whole
+     ``write_index``: how much of the machine each keeps busy),
+     "speedup_bound" (machine cores / single_thread_cores_busy: what perfect parallel scaling on
+     this machine could give when the node runs on it too)}
 
 Usage: ``python bench/bench_index.py --events 5000000 --json bench/results/index.json``
 (needs a node: ``make es-up``).
@@ -19,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -71,8 +78,21 @@ def plain_actions(documents: Iterable[dict[str, Any]], index: str) -> Iterator[d
         yield {"_index": index, "_id": str(document["id"]), "_source": document}
 
 
-def single_thread_load(client: Elasticsearch, table: pa.Table, config: IndexConfig, make_actions: Any) -> float:
-    """Seconds for one ``helpers.bulk`` of every document into a twin index with the same settings."""
+def node_cpu_s(client: Elasticsearch) -> float:
+    """CPU seconds the Elasticsearch node has used so far."""
+    nodes = client.nodes.stats(node_id="_local", metric="process")["nodes"]
+    return float(next(iter(nodes.values()))["process"]["cpu"]["total_in_millis"]) / 1000
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def single_thread_load(client: Elasticsearch, table: pa.Table, config: IndexConfig, make_actions: Any) -> tuple[float, float]:
+    """Seconds for one ``helpers.bulk`` of every document into a twin index with the same settings,
+    and the CPU seconds the node and this process spent meanwhile."""
     twin = "bench-single-thread"
     client.options(ignore_status=404).indices.delete(index=twin)
     template = index_template(twin)["template"]
@@ -80,12 +100,12 @@ def single_thread_load(client: Elasticsearch, table: pa.Table, config: IndexConf
     options: dict[str, Any] = {"chunk_size": config.chunk_size, "max_chunk_bytes": config.max_chunk_bytes}
     if make_actions is bulk_actions:
         options["expand_action_callback"] = lambda action: action
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), node_cpu_s(client) + own_cpu_s()
     helpers.bulk(client, make_actions(indicator_documents(table), twin), **options)
     client.indices.refresh(index=twin)
-    seconds = time.perf_counter() - started
+    seconds, cpu_s = time.perf_counter() - started, node_cpu_s(client) + own_cpu_s() - cpu_started
     client.indices.delete(index=twin)
-    return seconds
+    return seconds, cpu_s
 
 
 def main() -> None:
@@ -104,20 +124,23 @@ def main() -> None:
         events, out = Path(tmp) / "events.csv", Path(tmp) / "out"
         generate_events(str(events), SynthConfig(events=args.events, seed=7))
         build = BuildConfig(ingest=IngestConfig(event_types=None))
-        with connect(ClusterConfig(workers=args.workers, threads=args.threads), dashboard_address=":0"):
+        client = connect_es(settings)
+        with connect(ClusterConfig(workers=args.workers, threads=args.threads), dashboard_address=":0") as dask:
             result = build_indicators([str(events)], build)
             write_output(str(out), result.table, build_manifest([str(events)], build, result.report))
             # One untimed load first: a freshly started JVM would make whichever load runs first
             # pay for its JIT warm-up.
-            single_thread_load(connect_es(settings), read_indicators(str(out)), config, plain_actions)
+            single_thread_load(client, read_indicators(str(out)), config, plain_actions)
+            cpu_started = node_cpu_s(client) + sum(dask.run(own_cpu_s).values())
             started = time.perf_counter()
             report = write_index(str(out), settings, config)
             daskrec_s = time.perf_counter() - started
+            # CPU of the node and the workers over the whole write_index (load, refresh, merge).
+            daskrec_cpu_s = node_cpu_s(client) + sum(dask.run(own_cpu_s).values()) - cpu_started
         table = read_indicators(str(out))
 
-        client = connect_es(settings)
-        single_s = single_thread_load(client, table, config, plain_actions)
-        single_same_actions_s = single_thread_load(client, table, config, bulk_actions)
+        single_s, single_cpu_s = single_thread_load(client, table, config, plain_actions)
+        single_same_actions_s, _ = single_thread_load(client, table, config, bulk_actions)
 
         rows = table.to_pylist()
         with_indicators = [r for r in rows if r["indicators"]]
@@ -153,6 +176,9 @@ def main() -> None:
         "recommend_p99_ms": recommend_p99,
         "workers": args.workers,
         "threads": args.threads,
+        "single_thread_cores_busy": round(single_cpu_s / single_s, 2),
+        "daskrec_cores_busy": round(daskrec_cpu_s / daskrec_s, 2),
+        "speedup_bound": round((os.cpu_count() or 1) / (single_cpu_s / single_s), 2),
     }
     print(json.dumps(figures, indent=2))
     if args.json:

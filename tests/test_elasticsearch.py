@@ -267,7 +267,8 @@ def test_cross_fields_properties_filters_and_boosts(tmp_path: Path, es_settings:
     assert {"view_indicators", "view_scores"} <= set(table.column_names)
     with connect_es(es_settings) as client:
         source = client.get(index=alias, id="1")["_source"]
-        assert "Comedy" in source["properties"]["genres"] and "weighted_indicators" not in source
+        assert "Comedy" in source["properties"]["genres"]
+        assert source["weighted_indicators"].split()[0] == str(source["indicators"][0])
         assert source["view_indicators"] == table.to_pandas().set_index("item").loc[1, "view_indicators"].tolist()
         history, views = [1, 260, 1196], [2571, 2959]
         comedies = recommend(client, history, 10, index=alias, cross_histories={"view": views},

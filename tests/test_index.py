@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daskrec import ConfigError, IndexConfig, InputError, ServiceError
 from daskrec.es import EsSettings, connect_es
@@ -22,8 +25,10 @@ from daskrec.index import (
     index_template,
     indicator_documents,
     read_item_properties,
+    search_token,
     stale_generations,
 )
+from daskrec.ranking import term_frequencies
 from daskrec.serve import ItemFilter, history_query, popularity_query
 
 
@@ -44,6 +49,25 @@ def test_documents_and_actions_keep_ids_exact() -> None:
     assert actions[0][0]["index"]["_id"] == "5" and json.loads(actions[0][1])["id"] == 5
 
 
+ids = st.one_of(
+    st.lists(st.lists(st.integers(-(2**40), 2**40), max_size=6), max_size=5),
+    st.lists(st.lists(st.text(st.sampled_from("ab %\t\u2003\u00e9-"), min_size=1, max_size=300), max_size=6), max_size=5),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=ids, seed=st.integers(0, 2**16))
+def test_weighted_text_equals_the_token_by_token_recipe(rows: list[list[object]], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores = [rng.uniform(0, 40, len(row)).tolist() for row in rows]
+    table = pa.table({"item": list(range(len(rows))), "indicators": rows, "scores": scores})
+    expected = [
+        " ".join(" ".join([search_token(item)] * count) for item, count in zip(row, term_frequencies(np.asarray(row_scores), "weighted").tolist()))
+        for row, row_scores in zip(rows, scores)
+    ]
+    assert [document["weighted_indicators"] for document in indicator_documents(table)] == expected
+
+
 def test_weighted_documents_repeat_each_indicator_by_its_rounded_score() -> None:
     table = pa.table({"item": [1], "indicators": [[2, 3, 4, 5]], "scores": [[3.4, 2.5, 0.2, 99.0]], "popularity": [9]})
     document = next(indicator_documents(table, "weighted", {1: {"genre": ["a", "b"]}, 7: {"genre": "c"}}))
@@ -62,15 +86,16 @@ def test_template_maps_ids_as_keywords_and_forbids_dynamic_fields(layout: str) -
     assert mappings["dynamic"] == "strict" and mappings["_meta"]["daskrec_layout"] == layout
     assert mappings["properties"]["id"] == {"type": "keyword"}
     searched = {"type": "keyword", "doc_values": False, "similarity": "daskrec_linear"}
-    assert mappings["properties"]["indicators"] == searched
-    assert mappings["properties"]["scores"]["index"] is False
+    unparsed = {"type": "object", "enabled": False}
+    assert mappings["properties"]["scores"] == unparsed
     assert template["template"]["settings"]["similarity"]["daskrec_linear"]["b"] == 0.0
     if layout == "weighted":
         weighted = mappings["properties"]["weighted_indicators"]
         assert weighted["type"] == "text" and weighted["analyzer"] == "whitespace"
         assert weighted["index_options"] == "freqs" and weighted["similarity"] == "daskrec_linear"
-        assert mappings["_source"] == {"excludes": ["weighted_*"]}
+        assert mappings["properties"]["indicators"] == unparsed
     else:
+        assert mappings["properties"]["indicators"] == searched
         assert "weighted_indicators" not in mappings["properties"]
 
 
