@@ -173,13 +173,15 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
     for c in range(n_columns):
         xlogx_column[c] = xlogx(float(column_sum[c]))
         xlogx_column_rest[c] = xlogx(float(totals[c // n_items] - column_sum[c]))
+    row_i = np.empty(n_fields, dtype=np.int64)
     xlogx_row = np.empty(n_fields, dtype=np.float64)
     xlogx_row_rest = np.empty(n_fields, dtype=np.float64)
     nonzeros = 0
     for i in range(start, stop):
         for f in range(n_fields):
-            xlogx_row[f] = xlogx(float(row_sum[f * n_items + i]))
-            xlogx_row_rest[f] = xlogx(float(totals[f] - row_sum[f * n_items + i]))
+            row_i[f] = row_sum[f * n_items + i]
+            xlogx_row[f] = xlogx(float(row_i[f]))
+            xlogx_row_rest[f] = xlogx(float(totals[f] - row_i[f]))
         # Row i of occᵀ·occ over the joint columns, primary diagonal skipped: Σ over users u of
         # item i of occ[u, i]·occ[u, :].
         n_touched = 0
@@ -199,10 +201,10 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
         sizes[:] = 0
         for t in range(n_touched):
             j = touched[t]
-            f = j // n_items
+            f = 0 if j < n_items else j // n_items  # no division in the common primary case
             k11 = cooc_row[j]
             cooc_row[j] = 0
-            k12 = row_sum[f * n_items + i] - k11
+            k12 = row_i[f] - k11
             k21 = column_sum[j] - k11
             k22 = totals[f] - k11 - k12 - k21
             value = llr_from_margins(
