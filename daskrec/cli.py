@@ -22,6 +22,7 @@ import pyarrow as pa
 from .config import (
     ALL_EVENTS,
     PRESETS,
+    Backfill,
     BuildConfig,
     ClusterConfig,
     IndexConfig,
@@ -108,6 +109,10 @@ def _preset_help(text: str, name: str) -> str:
     return f"{text} [{values}]"
 
 
+_INGEST_OPTIONS = ("recent", "trending_days")
+"""Build options that set an IngestConfig field (the others set IndicatorConfig fields)."""
+
+
 def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that decide a build, handed to ``command`` as ``config`` (a BuildConfig) and
     ``layout``: a ``--preset`` gives every value, and options given on the command line win."""
@@ -121,6 +126,7 @@ def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--event", "event_types", default=None, help=_preset_help("Primary event type(s), comma-separated, or 'all'.", "event_types"))
     @click.option("--cross", "cross_types", default=None, help=_doc(IngestConfig, "cross_event_types") + " Comma-separated.")
     @click.option("--recent", type=click.IntRange(min=1), default=None, help=_preset_help(_doc(IngestConfig, "recent"), "recent"))
+    @click.option("--trending-days", type=click.FloatRange(min=0, min_open=True), default=None, help=_preset_help(_doc(IngestConfig, "trending_days"), "trending_days"))
     @click.option("--top-k", type=click.IntRange(min=1), default=None, help=_preset_help(_doc(IndicatorConfig, "top_k"), "top_k"))
     @click.option("--min-llr", type=float, default=None, help=_preset_help(_doc(IndicatorConfig, "min_llr"), "min_llr"))
     @click.option(
@@ -149,19 +155,19 @@ def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         chosen = PRESETS[preset]
         ingest, indicators = chosen.build.ingest, chosen.build.indicators
-        given = {name: kwargs.pop(name) for name in ("recent", "top_k", "min_llr", "llr_table", "max_per_user", "max_per_item", "seed")}
+        given = {name: kwargs.pop(name) for name in ("recent", "trending_days", "top_k", "min_llr", "llr_table", "max_per_user", "max_per_item", "seed")}
         given = {name: value for name, value in given.items() if value is not None}
         ingest = dataclasses.replace(
             ingest,
             on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
             blocksize=blocksize,
-            **{n: v for n, v in given.items() if n == "recent"},
+            **{n: v for n, v in given.items() if n in _INGEST_OPTIONS},
         )
         if event_types is not None:  # "all" becomes None: every type
             ingest = dataclasses.replace(ingest, event_types=_event_types(event_types))
         if cross_types is not None:
             ingest = dataclasses.replace(ingest, cross_event_types=tuple(t.strip() for t in cross_types.split(",") if t.strip()))
-        indicators = dataclasses.replace(indicators, **{n: v for n, v in given.items() if n != "recent"})
+        indicators = dataclasses.replace(indicators, **{n: v for n, v in given.items() if n not in _INGEST_OPTIONS})
         config = BuildConfig(ingest=ingest, indicators=indicators)
         return command(config=config, layout=layout or chosen.layout, **kwargs)
 
@@ -409,7 +415,12 @@ def _property_boosts(triples: tuple[str, ...]) -> list[tuple[str, object, float]
 @cli.command()
 @click.option("--history", required=True, help="The user's recent items, comma-separated.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, help="Items to recommend.")
-@click.option("--backfill/--no-backfill", default=True, help="Fill up with popular items when few match.")
+@click.option(
+    "--backfill",
+    type=click.Choice(["popularity", "trending", "off"]),
+    default="popularity",
+    help="What fills the list when few items match: the most popular, the most trending (the build's --trending-days), or nothing.",
+)
 @click.option("--exclude", default="", help="Items never to recommend (already seen, a blacklist), comma-separated.")
 @click.option("--include", multiple=True, help="NAME=VALUE: only items whose property NAME has VALUE (repeatable).")
 @click.option("--exclude-where", multiple=True, help="NAME=VALUE: no item whose property NAME has VALUE (repeatable).")
@@ -420,7 +431,7 @@ def _property_boosts(triples: tuple[str, ...]) -> list[tuple[str, object, float]
 def recommend(
     history: str,
     k: int,
-    backfill: bool,
+    backfill: Backfill,
     exclude: str,
     include: tuple[str, ...],
     exclude_where: tuple[str, ...],

@@ -32,6 +32,9 @@ OnBadRows = Literal["error", "skip"]
 LLRTable = Literal["cooccurrence", "users"]
 Layout = Literal["weighted", "keyword"]
 """How indicators are laid out in Elasticsearch; see :mod:`daskrec.ranking`."""
+Backfill = Literal["popularity", "trending", "off"]
+"""What fills a recommendation list when fewer items match: the most popular items, the most
+trending ones (popularity breaking ties), or nothing."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class IngestConfig:
 
     recent: int = 200
     """Rows kept per visitor: the most recent by timestamp, later input rows winning ties (the tutorial keeps 50)."""
+
+    trending_days: float = 7.0
+    """Window of the ``trending`` count: visitors with a primary event on the item in the last this
+    many days before the newest primary event of the log (timestamps are epoch milliseconds)."""
 
     on_bad_rows: OnBadRows = "error"
     """``error`` stops at the first malformed row; ``skip`` drops such rows and counts them."""
@@ -75,6 +82,8 @@ class IngestConfig:
                 raise ConfigError(f"cross_event_types: {sorted(shared)} are primary types already.")
         if self.recent < 1:
             raise ConfigError(f"recent: must be at least 1, got {self.recent}.")
+        if not self.trending_days > 0:
+            raise ConfigError(f"trending_days: must be above 0, got {self.trending_days}.")
         if self.on_bad_rows not in ("error", "skip"):
             raise ConfigError(f"on_bad_rows: must be 'error' or 'skip', got {self.on_bad_rows!r}.")
         if self.blocksize < 1024:

@@ -191,6 +191,7 @@ def index_template(
                 "properties": {
                     "id": keyword,
                     "popularity": {"type": "long"},
+                    "trending": {"type": "long"},
                     PROPERTIES: {"type": "object", "dynamic": True},
                     **mapped,
                 },
@@ -219,7 +220,7 @@ def indicator_documents(
     table: pa.Table, layout: Layout = "weighted", properties: Mapping[object, dict[str, Any]] | None = None
 ) -> Iterator[dict[str, Any]]:
     """One document per row of an indicators table: ``id``, ``indicators`` (ids, best first),
-    ``scores``, ``popularity``, in the ``weighted`` layout the searched ``weighted_indicators``,
+    ``scores``, ``popularity``, ``trending``, in the ``weighted`` layout the searched ``weighted_indicators``,
     and the item's ``properties`` when given.
 
     Examples
@@ -230,7 +231,7 @@ def indicator_documents(
     >>> next(indicator_documents(table, "weighted", {1: {"genre": "jazz"}}))["weighted_indicators"]
     '2 2 3'
     """
-    stored = [c for c in ("popularity",) if c in table.column_names]
+    stored = [c for c in ("popularity", "trending") if c in table.column_names]
     fields = indicator_fields(table.column_names)
     lists = [f for field in fields for f in (field, scores_field(field))]
     for batch in table.select(["item", *lists, *stored]).to_batches():

@@ -88,8 +88,9 @@ class BuildResult:
     """A build's indicators table, in memory, with its report."""
 
     table: pa.Table
-    """``item``, ``indicators`` (item ids, best first), ``scores`` (root LLR) and ``popularity``
-    (users per item), one row per item in item id order."""
+    """``item``, ``indicators`` (item ids, best first), ``scores`` (root LLR), ``popularity``
+    (users per item) and ``trending`` (users per item in the trending window), one row per item
+    in item id order."""
     report: BuildReport
 
     @property
@@ -165,7 +166,7 @@ def build_parts(
     with _stage("ingest", timings):
         while True:
             try:
-                kept, read_counts = _recent_rows(files, config, id_kinds, folder, show_progress)
+                kept, windows, read_counts = _recent_rows(files, config, id_kinds, folder, show_progress)
                 break
             except StringIdsFound as found:
                 log.info("ingest: %s holds text ids; reading it as strings", found.column)
@@ -178,7 +179,7 @@ def build_parts(
             column="event",
         )
     with _stage("occurrences", timings):
-        vocabulary, blocks, summary, popularity, users = _occurrences(kept, config, folder, show_progress)
+        vocabulary, blocks, summary, item_counts, users = _occurrences(kept, windows, config, folder, show_progress)
         work, entries = compute(summary.work, summary.entries)
         total_work = float(work.sum())
         shared = entries * _BYTES_PER_SHARED_ENTRY <= worker_memory_bytes() // 2
@@ -200,7 +201,7 @@ def build_parts(
             rows = delayed(_after)(written, split)
         tasks = [
             delayed(_indicator_part)(
-                rows, number, vocabulary, summary.margins, popularity, start, stop, config, url
+                rows, number, vocabulary, summary.margins, item_counts, start, stop, config, url
             )
             for number, ((start, stop), url) in enumerate(zip(plan, parts))
         ]
@@ -222,18 +223,21 @@ def build_parts(
 
 def _recent_rows(
     files: list[EventFile], config: BuildConfig, id_kinds: IdKinds, folder: str, show_progress: bool
-) -> tuple[list[str], dict[str, int]]:
+) -> tuple[list[str], list[str], dict[str, int]]:
     """Read, route rows to buckets by visitor, keep each visitor's recent rows; the kept rows'
-    files and the counts."""
+    files, the files of the trending window's (visitor, item) pairs, and the counts."""
     parts = read_events(files, config.ingest, id_kinds).to_delayed()
     n_buckets = len(parts)
     routed = [f"{folder}/routed/part-{p:06d}.arrow" for p in range(n_buckets)]
     kept = [f"{folder}/kept/bucket-{b:06d}.arrow" for b in range(n_buckets)]
+    windows = [f"{folder}/trending/bucket-{b:06d}.arrow" for b in range(n_buckets)]
     stats = [delayed(_route_by_visitor)(part, n_buckets, url) for part, url in zip(parts, routed)]
     # The buckets wait for every partition to be routed; only file names pass between them.
     after_routing = delayed(_after)(stats, routed)
+    since = delayed(_trending_since)(stats, config.ingest.trending_days)
     sizes = [
-        delayed(_recent_bucket)(after_routing, bucket, config.ingest.recent, url) for bucket, url in enumerate(kept)
+        delayed(_recent_bucket)(after_routing, bucket, config.ingest.recent, since, url, window)
+        for bucket, (url, window) in enumerate(zip(kept, windows))
     ]
     sizes, stats = compute(*materialise((sizes, stats), show_progress))
     counts = {
@@ -241,6 +245,7 @@ def _recent_rows(
         "events_skipped": sum(s["events_skipped"] for s in stats),
         "events_kept": sum(sizes),
         "partitions": len(parts),
+        "trending_since_ms": _trending_since(stats, config.ingest.trending_days),
     }
     for column in REQUIRED_COLUMNS:
         counts[f"skipped_bad_{column}"] = sum(s[f"skipped_bad_{column}"] for s in stats)
@@ -252,14 +257,14 @@ def _recent_rows(
             DataWarning,
             stacklevel=4,
         )
-    return kept, counts
+    return kept, windows, counts
 
 
 def _occurrences(
-    kept: list[str], config: BuildConfig, folder: str, show_progress: bool
+    kept: list[str], windows: list[str], config: BuildConfig, folder: str, show_progress: bool
 ) -> tuple[Delayed, list[str], Delayed, Delayed, Delayed]:
-    """Item vocabulary, the occurrence blocks' files, their combined summary, users per item and
-    users with primary rows; persisted."""
+    """Item vocabulary, the occurrence blocks' files, their combined summary, the item counts
+    (:class:`ItemCounts`) and users with primary rows; persisted."""
     vocabulary = delayed(_item_vocabulary)(kept)
     raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(kept))]
     fields = 1 + len(config.ingest.cross_event_types)
@@ -275,7 +280,9 @@ def _occurrences(
         ],
         co.combine_summaries,
     )
-    persisted: tuple[Delayed, ...] = materialise((vocabulary, summary, users_per_item, users), show_progress)
+    trending = _tree([delayed(_count_items)(window, vocabulary) for window in windows], _sum_arrays)
+    item_counts = delayed(ItemCounts)(users_per_item, trending)
+    persisted: tuple[Delayed, ...] = materialise((vocabulary, summary, item_counts, users), show_progress)
     return persisted[0], final, persisted[1], persisted[2], persisted[3]
 
 
@@ -319,6 +326,8 @@ def _route_by_visitor(frame: pd.DataFrame, n_buckets: int, url: str) -> dict[str
     # Positions are not written: a bucket reads its batches in partition order, and a batch keeps
     # its partition's row order, so a bucket's rows arrive in input order.
     good = frame[bad == 0].drop(columns=["bad_column", "position"])
+    primary_times = good["timestamp"].to_numpy()[good["matrix"].to_numpy() == 0]
+    stats["newest_primary"] = int(primary_times.max()) if len(primary_times) else _NO_TIME
     hashes = pd.util.hash_pandas_object(good["visitorid"], index=False).to_numpy()
     bucket = (hashes % np.uint64(n_buckets)).astype(np.int16 if n_buckets < 2**15 else np.int64)
     order = np.argsort(bucket, kind="stable")  # a radix sort for int16
@@ -327,18 +336,38 @@ def _route_by_visitor(frame: pd.DataFrame, n_buckets: int, url: str) -> dict[str
     return stats
 
 
+_NO_TIME = np.iinfo(np.int64).min
+_DAY_MS = 86_400_000
+
+
+def _trending_since(stats: list[dict[str, int]], days: float) -> int:
+    """First timestamp of the trending window: ``days`` before the newest primary event."""
+    newest = max(s["newest_primary"] for s in stats)
+    return _NO_TIME if newest == _NO_TIME else newest - round(days * _DAY_MS)
+
+
 def _after(_: Any, value: _T) -> _T:
     """``value``, once the first argument (a dependency) is done."""
     return value
 
 
-def _recent_bucket(routed: list[str], bucket: int, recent: int, url: str) -> int:
+def _recent_bucket(routed: list[str], bucket: int, recent: int, since: int, url: str, window: str) -> int:
     """Keep the recent rows of a bucket's visitors (gathered from every partition), write them
-    to ``url``; the rows kept."""
+    to ``url``, and the items of their distinct (visitor, item) primary pairs at or after
+    ``since`` to ``window``; the rows kept."""
     rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
+    in_window = rows[(rows["matrix"].to_numpy() == 0) & (rows["timestamp"].to_numpy() >= since)]
+    scratch.write_frame(window, in_window[["visitorid", "itemid"]].drop_duplicates()[["itemid"]])
     rows = keep_recent(rows.assign(position=np.arange(len(rows))), recent)
     scratch.write_frame(url, rows)
     return len(rows)
+
+
+def _count_items(window: str, vocabulary: pd.Index) -> np.ndarray:
+    """How often each item of ``vocabulary`` appears in a bucket's trending pairs (items with no
+    kept row, hence no output row, are left out)."""
+    codes = vocabulary.get_indexer(pd.Index(scratch.read_frame(window)["itemid"]))
+    return np.bincount(codes[codes >= 0], minlength=len(vocabulary)).astype(np.int64)
 
 
 def _item_vocabulary(kept: list[str]) -> pd.Index:
@@ -418,7 +447,7 @@ def _indicator_part(
     number: int,
     vocabulary: pd.Index,
     margins: co.Marginals,
-    popularity: np.ndarray,
+    item_counts: ItemCounts,
     start: int,
     stop: int,
     config: BuildConfig,
@@ -434,7 +463,7 @@ def _indicator_part(
         occurrences = co.item_rows((scratch.read_split(url, number, n_columns) for url in rows), start, stop)
     chosen = config.indicators
     block = indicator_block(occurrences, margins, start, stop, chosen.top_k, chosen.min_llr)
-    scratch.write_part(url, indicator_table(vocabulary, block, popularity, config.ingest.cross_event_types))
+    scratch.write_part(url, indicator_table(vocabulary, block, item_counts, config.ingest.cross_event_types))
     counts = {
         "items": stop - start,
         "cooccurrence_nonzeros": block.cooccurrence_nonzeros,
@@ -454,8 +483,19 @@ def _arrow_type(vocabulary: pd.Index) -> str:
 # ------------------------------------------------------------------------------------ assembling
 
 
+@dataclass(frozen=True)
+class ItemCounts:
+    """Counts of every item (by code) stored with its indicators for backfill."""
+
+    popularity: np.ndarray
+    """Users whose kept history has the item."""
+    trending: np.ndarray
+    """Users with a primary event on the item in the trending window (see
+    :attr:`~daskrec.config.IngestConfig.trending_days`)."""
+
+
 def indicator_table(
-    vocabulary: pd.Index, block: IndicatorBlock, popularity: np.ndarray, cross_types: Sequence[str] = ()
+    vocabulary: pd.Index, block: IndicatorBlock, item_counts: ItemCounts, cross_types: Sequence[str] = ()
 ) -> pa.Table:
     """The indicators of a block's items as an Arrow table in item code order (pure).
 
@@ -465,8 +505,8 @@ def indicator_table(
         Every item id, by code.
     block
         Indicators of the item codes ``[block.start, block.stop)``.
-    popularity
-        Users whose kept history has the item, for every item code.
+    item_counts
+        Popularity and trending counts of every item code.
     cross_types
         Names of the block's cross-occurrence fields, in order.
 
@@ -474,8 +514,8 @@ def indicator_table(
     -------
     pyarrow.Table
         ``item``, ``indicators`` (list of item ids, best first), ``scores`` (list of float64),
-        then ``<type>_indicators`` and ``<type>_scores`` per cross type, and ``popularity``
-        (users per item, int64), one row per item of the block.
+        then ``<type>_indicators`` and ``<type>_scores`` per cross type, ``popularity`` and
+        ``trending`` (int64, see :class:`ItemCounts`), one row per item of the block.
     """
     ids = vocabulary.to_numpy()
     columns: dict[str, pa.Array] = {"item": pa.array(ids[block.start : block.stop])}
@@ -484,7 +524,8 @@ def indicator_table(
         indicator_ids = pa.array(ids[field.item_codes.astype(np.int64)], type=columns["item"].type)
         columns[f"{prefix}indicators"] = pa.ListArray.from_arrays(offsets, indicator_ids)
         columns[f"{prefix}scores"] = pa.ListArray.from_arrays(offsets, pa.array(field.scores, type=pa.float64()))
-    columns["popularity"] = pa.array(np.asarray(popularity[block.start : block.stop], dtype=np.int64))
+    for name in ("popularity", "trending"):
+        columns[name] = pa.array(np.asarray(getattr(item_counts, name)[block.start : block.stop], dtype=np.int64))
     return pa.table(columns)
 
 

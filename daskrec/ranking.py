@@ -24,7 +24,7 @@ The in-process scores are Lucene's to the bit (float32 clause scores, summed exa
 in float32), and ties are broken by the item id as text, ascending, as Elasticsearch sorts a
 keyword. When fewer
 than ``k`` items match, the most popular remaining items follow (popularity descending, then id
-as text).
+as text), or with ``trending`` backfill the most trending (then popularity, then id).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from .config import Layout
+from .config import Backfill, Layout
 
 __all__ = ["LINEAR_K1", "Layout", "Recommendation", "Scorer", "term_frequencies", "clause_scores"]
 
@@ -58,7 +58,7 @@ class Recommendation:
     """The item id, as it was in the events log."""
     score: float
     """The ranking score of an indicator match; 0 for popularity backfill."""
-    reason: Literal["indicators", "popularity"]
+    reason: Literal["indicators", "popularity", "trending"]
     """Why it was recommended."""
 
 
@@ -119,7 +119,7 @@ class Scorer:
 
     def __init__(self, table: pa.Table, layout: Layout = "weighted") -> None:
         """Index ``table`` (``item``, ``indicators``, ``scores``, any ``<type>_indicators`` and
-        ``<type>_scores``, ``popularity``) as ``layout``."""
+        ``<type>_scores``, ``popularity``, ``trending`` if the build has it) as ``layout``."""
         from .index import indicator_fields, scores_field
 
         ids = table.column("item").to_numpy(zero_copy_only=False)
@@ -146,7 +146,11 @@ class Scorer:
             )
         self._weights: dict[tuple[str, float], sp.csr_array] = {}
         popularity = table.column("popularity").to_numpy()
-        self._by_popularity = np.lexsort((text_rank, -popularity))
+        trending = table.column("trending").to_numpy() if "trending" in table.column_names else np.zeros(n_items, np.int64)
+        self._backfill_order = {
+            "popularity": np.lexsort((text_rank, -popularity)),
+            "trending": np.lexsort((text_rank, -popularity, -trending)),
+        }
 
     def _field_weights(self, field: str, boost: float) -> sp.csr_array:
         """History item x candidate clause scores of ``field`` with ``boost``."""
@@ -172,7 +176,7 @@ class Scorer:
         cross_histories: Mapping[str, Sequence[object]] | None = None,
         boosts: Mapping[str, float] | None = None,
         exclude: Iterable[object] = (),
-        backfill: bool = True,
+        backfill: Backfill = "popularity",
     ) -> list[Recommendation]:
         """Up to ``k`` items for one user, as :func:`daskrec.serve.recommend` ranks them."""
         cross = {name: [items] for name, items in (cross_histories or {}).items()}
@@ -186,7 +190,7 @@ class Scorer:
         cross_histories: Mapping[str, Sequence[Sequence[object]]] | None = None,
         boosts: Mapping[str, float] | None = None,
         exclude: Sequence[Iterable[object]] | None = None,
-        backfill: bool = True,
+        backfill: Backfill = "popularity",
     ) -> list[list[Recommendation]]:
         """:meth:`recommend` for many users at once (a sparse product per batch of users);
         ``cross_histories`` holds, per event type, one history per user.
@@ -218,7 +222,7 @@ class Scorer:
     def _known(self, items: Iterable[object]) -> np.ndarray:
         return np.unique(self._encode(item for item in items if item in self._codes))
 
-    def _ranked(self, user_scores: np.ndarray, blocked: np.ndarray, k: int, backfill: bool) -> list[Recommendation]:
+    def _ranked(self, user_scores: np.ndarray, blocked: np.ndarray, k: int, backfill: Backfill) -> list[Recommendation]:
         user_scores[blocked] = 0.0
         candidates = np.flatnonzero(user_scores > 0)
         # The float32 clause scores add up exactly in float64; Lucene adds them in double and
@@ -226,8 +230,9 @@ class Scorer:
         ranked = user_scores[candidates].astype(np.float32)
         order = np.lexsort((self._text_rank[candidates], -ranked))[:k]
         found = [Recommendation(self.items[candidates[i]], float(ranked[i]), "indicators") for i in order]
-        if backfill and len(found) < k:
+        if backfill != "off" and len(found) < k:
             taken = np.union1d(blocked, candidates[order])
-            fill = self._by_popularity[~np.isin(self._by_popularity, taken)][: k - len(found)]
-            found += [Recommendation(self.items[c], 0.0, "popularity") for c in fill]
+            by_count = self._backfill_order[backfill]
+            fill = by_count[~np.isin(by_count, taken)][: k - len(found)]
+            found += [Recommendation(self.items[c], 0.0, backfill) for c in fill]
         return found

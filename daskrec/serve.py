@@ -21,7 +21,7 @@ from typing import Any, Literal
 from elasticsearch import Elasticsearch
 from elasticsearch.exceptions import NotFoundError
 
-from .config import Layout
+from .config import Backfill, Layout
 from .errors import InputError
 from .index import PROPERTIES, WEIGHTED_PREFIX, search_field, search_token
 from .ranking import PRIMARY_FIELD, Recommendation
@@ -114,14 +114,24 @@ def history_query(
     return {"size": k, "_source": ["id"], "query": query, "sort": ["_score", {"id": "asc"}]}
 
 
-def popularity_query(exclude: Sequence[object], k: int, item_filter: ItemFilter = NO_FILTER) -> dict[str, Any]:
-    """Search body: the ``k`` most popular items not in ``exclude`` that pass ``item_filter``
-    (ties by id)."""
+def popularity_query(
+    exclude: Sequence[object], k: int, item_filter: ItemFilter = NO_FILTER, by: Literal["popularity", "trending"] = "popularity"
+) -> dict[str, Any]:
+    """Search body: the ``k`` most popular (or most trending, popularity breaking ties) items not
+    in ``exclude`` that pass ``item_filter`` (then ties by id).
+
+    Examples
+    --------
+    >>> popularity_query([], 3, by="trending")["sort"][0]
+    {'trending': {'order': 'desc', 'unmapped_type': 'long'}}
+    """
+    # Generations indexed before trending counts existed have no such field: sort them by popularity.
+    trending = [{"trending": {"order": "desc", "unmapped_type": "long"}}] if by == "trending" else []
     return {
         "size": k,
         "_source": ["id"],
         "query": {"bool": item_filter.clauses(exclude)},
-        "sort": [{"popularity": "desc"}, {"id": "asc"}],
+        "sort": [*trending, {"popularity": "desc"}, {"id": "asc"}],
     }
 
 
@@ -172,14 +182,14 @@ def recommend(
     cross_histories: Mapping[str, Sequence[object]] | None = None,
     boosts: Mapping[str, float] | None = None,
     item_filter: ItemFilter = NO_FILTER,
-    backfill: bool = True,
+    backfill: Backfill = "popularity",
     layout: Layout | None = None,
 ) -> list[Recommendation]:
     """Up to ``k`` items for a user whose recent primary events are ``history`` (most relevant first).
 
     Items matched through their indicators come first, ranked as :mod:`daskrec.ranking` says;
-    then, if ``backfill``, the most popular items not yet listed, not in the history and passing
-    ``item_filter``.
+    then, unless ``backfill`` is ``off``, the most popular (or most trending) items not yet
+    listed, not in the history and passing ``item_filter``.
 
     Parameters
     ----------
@@ -188,6 +198,9 @@ def recommend(
         against that type's indicators.
     boosts
         Weight per indicator field (``{"indicators": 1.0, "view_indicators": 0.5}``; default 1).
+    backfill
+        ``popularity`` (users per item), ``trending`` (users per item in the build's trending
+        window, popularity breaking ties) or ``off``.
     layout
         The index's layout; ``None`` reads it from the index (one small request after each swap).
     """
@@ -207,10 +220,10 @@ def recommend(
 
         hits = _search_in_layout(client, index, layout, search) if has_history else []
         found = [Recommendation(hit["_source"]["id"], float(hit["_score"]), "indicators") for hit in hits]
-        if backfill and len(found) < k:
+        if backfill != "off" and len(found) < k:
             exclude = [*history, *(r.item for r in found)]
-            extra = client.search(index=index, body=popularity_query(exclude, k - len(found), item_filter))
-            found += [Recommendation(hit["_source"]["id"], 0.0, "popularity") for hit in extra["hits"]["hits"]]
+            extra = client.search(index=index, body=popularity_query(exclude, k - len(found), item_filter, backfill))
+            found += [Recommendation(hit["_source"]["id"], 0.0, backfill) for hit in extra["hits"]["hits"]]
     except NotFoundError:
         raise _no_index(index) from None
     return found

@@ -38,7 +38,7 @@ def test_generate_build_show(tmp_path: Path) -> None:
     assert set(manifest["timings_s"]) == {"ingest", "occurrences", "indicators", "output"}
     assert manifest["counts"]["work"] > 0 and manifest["counts"]["item_blocks"] >= 1
     table = pq.read_table(tmp_path / "out" / "indicators.parquet")
-    assert table.column_names == ["item", "indicators", "scores", "popularity"]
+    assert table.column_names == ["item", "indicators", "scores", "popularity", "trending"]
     assert table.num_rows == manifest["counts"]["items"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["indicators.parquet", "manifest.json"]
     shown = daskrec("show", "out", "-n", "2", cwd=tmp_path)

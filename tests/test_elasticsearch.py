@@ -90,6 +90,11 @@ def test_queries_through_the_alias(tmp_path: Path, es_settings: EsSettings, alia
         popular = sorted(rows, key=lambda r: (-r["popularity"], str(r["item"])))[:4]
         assert [r.item for r in only_popular] == [r["item"] for r in popular]
         assert {r.reason for r in only_popular} == {"popularity"}
+        only_trending = recommend(client, ["no-such-item"], 4, index=alias, backfill="trending")
+        trending = sorted(rows, key=lambda r: (-r["trending"], -r["popularity"], str(r["item"])))[:4]
+        assert [r.item for r in only_trending] == [r["item"] for r in trending]
+        assert {r.reason for r in only_trending} == {"trending"}
+        assert recommend(client, ["no-such-item"], 4, index=alias, backfill="off") == []
 
 
 def test_reindex_while_querying(tmp_path: Path, es_settings: EsSettings, alias: str, generated: Path) -> None:

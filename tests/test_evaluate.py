@@ -122,7 +122,13 @@ def test_scorer_excludes_and_backfills_by_popularity_then_id() -> None:
         ("e", "popularity"),  # d is excluded, a is the history
     ]
     assert [r.item for r in scorer.recommend([], 3)] == ["e", "b", "a"]
-    assert scorer.recommend(["a"], 2, backfill=False)[-1].item == "b"
+    assert scorer.recommend(["a"], 2, backfill="off")[-1].item == "b"
+    trending = Scorer(small_table().append_column("trending", pa.array([0, 1, 4, 4, 0])), "weighted")
+    assert [(r.item, r.reason) for r in trending.recommend([], 3, backfill="trending")] == [
+        ("c", "trending"),  # c and d trend alike and are as popular: ids as text
+        ("d", "trending"),
+        ("b", "trending"),
+    ]
 
 
 # ------------------------------------------------------------------------------------ integration

@@ -129,6 +129,8 @@ def test_history_query_has_a_term_clause_per_item_and_excludes_the_history() -> 
     assert body["sort"] == ["_score", {"id": "asc"}]
     backfill = popularity_query(["1"], 3)
     assert backfill["sort"][0] == {"popularity": "desc"} and backfill["size"] == 3
+    trending = popularity_query(["1"], 3, by="trending")["sort"]
+    assert trending == [{"trending": {"order": "desc", "unmapped_type": "long"}}, {"popularity": "desc"}, {"id": "asc"}]
 
 
 def test_filters_apply_to_matches_and_backfill_alike() -> None:

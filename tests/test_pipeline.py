@@ -142,7 +142,7 @@ def test_cross_occurrence_matches_the_spec_on_both_paths(
     table = shared.table
     assert table.column_names == [
         "item", "indicators", "scores", "view_indicators", "view_scores",
-        "transaction_indicators", "transaction_scores", "popularity",
+        "transaction_indicators", "transaction_scores", "popularity", "trending",
     ]
     for cross in ("view", "transaction"):
         expected = spec_cross_indicators(
@@ -168,3 +168,20 @@ def test_cross_occurrence_matches_the_spec_on_both_paths(
     gathered = build_indicators([str(generated_csv)], cross_config(llr_table))
     assert gathered.counts["item_blocks"] > 4 * shared.counts["item_blocks"]
     assert gathered.table.equals(table)
+
+
+@pytest.mark.parametrize("blocksize", [200_000, 10_000_000])
+def test_trending_counts_visitors_per_item_in_the_window(generated_csv: Path, blocksize: int) -> None:
+    import pandas as pd
+
+    config = BuildConfig(ingest=IngestConfig(event_types=("addtocart", "transaction"), recent=5, trending_days=3.5, blocksize=blocksize))
+    result = build_indicators([str(generated_csv)], config)
+    events = pd.read_csv(generated_csv)
+    primary = events[events.event.isin(["addtocart", "transaction"])]
+    since = primary.timestamp.max() - round(3.5 * 86_400_000)
+    recent = primary[primary.timestamp >= since].drop_duplicates(["visitorid", "itemid"])
+    expected = recent.groupby("itemid").size()
+    table = result.table.to_pandas().set_index("item")
+    assert (table["trending"] == expected.reindex(table.index, fill_value=0)).all()
+    assert 0 < table["trending"].sum() < table["popularity"].sum()  # a window, not the whole log
+    assert result.counts["trending_since_ms"] == since
