@@ -495,7 +495,7 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
     pandas.DataFrame
         ``user`` (visitor number within this frame, 0..users-1), ``visitorid`` and ``itemid``
         (and ``matrix``, when given: then each visitor keeps ``recent`` rows per matrix) of the
-        kept rows, grouped by ``user``.
+        kept rows, in position order.
 
     Examples
     --------
@@ -507,21 +507,31 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
     position = frame["position"].to_numpy()
     if len(position) > 1 and not np.all(position[1:] > position[:-1]):
         frame = frame.iloc[np.argsort(position, kind="stable")]
-    # Rows now run in input order. Reversed, a stable sort by (user, timestamp descending) puts
-    # the later of two rows with equal timestamps first, as the recipe wants.
-    reversed_rows = np.arange(len(frame) - 1, -1, -1)
-    user, _ = pd.factorize(frame["visitorid"].to_numpy()[reversed_rows], sort=False)
+    n_rows = len(frame)
+    # Visitors are numbered by their last row, as the reversed rows first meet them.
+    reversed_rows = np.arange(n_rows - 1, -1, -1)
+    numbered, _ = pd.factorize(frame["visitorid"].to_numpy()[reversed_rows], sort=False)
+    user = np.empty(n_rows, dtype=np.int64)
+    user[reversed_rows] = numbered
     # With cross-occurrence types each (visitor, matrix) keeps its own recent rows.
     columns = ["visitorid", "itemid", *(["matrix"] if "matrix" in frame.columns else [])]
-    group = user.astype(np.int64)
-    if "matrix" in frame.columns:
-        group = group * 256 + frame["matrix"].to_numpy()[reversed_rows].astype(np.int64) + 1
-    by_time = np.lexsort((-frame["timestamp"].to_numpy()[reversed_rows], group))  # last key is primary
-    order = reversed_rows[by_time]
-    group_sorted = group[by_time]
-    starts = np.r_[0, np.flatnonzero(np.diff(group_sorted)) + 1] if len(order) else np.zeros(0, np.int64)
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    kept = order[rank < recent]
-    result: pd.DataFrame = frame.iloc[kept][columns].reset_index(drop=True)
-    result.insert(0, "user", user[by_time][rank < recent].astype(np.int64))
+    group = user
+    if "matrix" in frame.columns and n_rows:
+        matrix = frame["matrix"].to_numpy().astype(np.int64)
+        lowest = int(matrix.min())
+        group = user * (int(matrix.max()) - lowest + 1) + (matrix - lowest)
+    keep = np.ones(n_rows, dtype=bool)
+    crowded = np.flatnonzero(np.bincount(group)[group] > recent) if n_rows else group
+    if len(crowded):
+        # Only groups with more than `recent` rows are ranked. Reversed, a stable sort by (group,
+        # timestamp descending) puts the later of two rows with equal timestamps first.
+        rows = crowded[::-1]
+        by_time = rows[np.lexsort((-frame["timestamp"].to_numpy()[rows], group[rows]))]  # last key is primary
+        sorted_group = group[by_time]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_group)) + 1]
+        rank = np.arange(len(by_time)) - np.repeat(starts, np.diff(np.r_[starts, len(by_time)]))
+        keep[by_time[rank >= recent]] = False
+    kept = np.flatnonzero(keep)
+    result: pd.DataFrame = frame[columns].iloc[kept].reset_index(drop=True)
+    result.insert(0, "user", user[kept])
     return result
