@@ -3,7 +3,7 @@
 In one run: build the indicators of a generated log, load them with daskrec's parallel bulk
 (``write_index`` on the Dask workers) and, into a twin index with the same settings, with one
 single-threaded ``helpers.bulk`` of the same documents; then time 1,000 ``similar`` and 1,000
-``recommend`` calls through the alias (after an untimed warm-up load and 100 warm-up queries). Writes
+``recommend`` calls through the alias (after an untimed warm-up load and 500 warm-up queries of each). Writes
 
     {"documents", "daskrec_docs_per_s" (the parallel bulk phase), "single_thread_docs_per_s" (bulk
      and refresh), "speedup" (their ratio), "daskrec_end_to_end_docs_per_s" (create, bulk, refresh,
@@ -145,8 +145,11 @@ def main() -> None:
         rows = table.to_pylist()
         with_indicators = [r for r in rows if r["indicators"]]
         rng = random.Random(1)
-        for _ in range(100):  # warm the caches before timing, as a served index would be
-            recommend(client, [rng.choice(with_indicators)["item"]], 10, index=ALIAS)
+        # Warm the caches and the node's JIT before timing, as a served index would be (after a
+        # fresh start 100 queries left the first timed ones 1.5x slower).
+        for _ in range(500):
+            similar(client, rng.choice(rows)["item"], index=ALIAS)
+            recommend(client, [r["item"] for r in rng.sample(with_indicators, rng.randint(1, 5))], 10, index=ALIAS)
         similar_s, recommend_s = [], []
         for _ in range(args.queries):
             item = rng.choice(rows)["item"]
