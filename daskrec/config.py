@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from .errors import ConfigError
 
@@ -35,6 +35,12 @@ Layout = Literal["weighted", "keyword"]
 Backfill = Literal["popularity", "trending", "off"]
 """What fills a recommendation list when fewer items match: the most popular items, the most
 trending ones (popularity breaking ties), or nothing."""
+
+
+def check_backfill(backfill: str) -> None:
+    """Raise :class:`ConfigError` unless ``backfill`` is a :data:`Backfill` value."""
+    if backfill not in get_args(Backfill):
+        raise ConfigError(f"backfill: must be one of {list(get_args(Backfill))}, got {backfill!r}.")
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from .scheduling import materialise, scheduler_threads, task_memory_bytes, worke
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildReport", "BuildResult", "build_indicators", "build_parts", "indicator_table"]
+__all__ = ["BuildReport", "BuildResult", "ItemCounts", "build_indicators", "build_parts", "indicator_table"]
 
 _BLOCKS_PER_THREAD = 4
 _BYTES_PER_GATHERED_ENTRY = 40

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from .config import Backfill, Layout
+from .config import Backfill, Layout, check_backfill
 
 __all__ = ["LINEAR_K1", "Layout", "Recommendation", "Scorer", "term_frequencies", "clause_scores"]
 
@@ -197,6 +197,7 @@ class Scorer:
 
         Items unknown to the table are ignored in a history and in ``exclude``.
         """
+        check_backfill(backfill)
         boosts = boosts or {}
         searched = {PRIMARY_FIELD: histories, **{f"{name}_{PRIMARY_FIELD}": lists for name, lists in (cross_histories or {}).items()}}
         weights = {field: self._field_weights(field, float(boosts.get(field, 1.0))) for field in searched}

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from elasticsearch import Elasticsearch
 from elasticsearch.exceptions import NotFoundError
 
-from .config import Backfill, Layout
+from .config import Backfill, Layout, check_backfill
 from .errors import InputError
 from .index import PROPERTIES, WEIGHTED_PREFIX, search_field, search_token
 from .ranking import PRIMARY_FIELD, Recommendation
@@ -204,6 +204,7 @@ def recommend(
     layout
         The index's layout; ``None`` reads it from the index (one small request after each swap).
     """
+    check_backfill(backfill)
     if k < 1:
         return []
     try:

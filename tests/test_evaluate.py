@@ -16,7 +16,7 @@ from conftest import real_dataset
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daskrec import BuildConfig, IndexConfig, IngestConfig, build_indicators, write_index
+from daskrec import BuildConfig, ConfigError, IndexConfig, IngestConfig, build_indicators, write_index
 from daskrec.cli import cli
 from daskrec.config import TUTORIAL
 from daskrec.es import EsSettings, connect_es
@@ -123,6 +123,8 @@ def test_scorer_excludes_and_backfills_by_popularity_then_id() -> None:
     ]
     assert [r.item for r in scorer.recommend([], 3)] == ["e", "b", "a"]
     assert scorer.recommend(["a"], 2, backfill="off")[-1].item == "b"
+    with pytest.raises(ConfigError, match="backfill"):
+        scorer.recommend(["a"], 2, backfill="popular")  # type: ignore[arg-type]
     trending = Scorer(small_table().append_column("trending", pa.array([0, 1, 4, 4, 0])), "weighted")
     assert [(r.item, r.reason) for r in trending.recommend([], 3, backfill="trending")] == [
         ("c", "trending"),  # c and d trend alike and are as popular: ids as text
