@@ -286,7 +286,7 @@ def test_cross_fields_properties_filters_and_boosts(tmp_path: Path, es_settings:
         plain = recommend(client, history, 10, index=alias)
         boosted = recommend(client, history, 10, index=alias, item_filter=ItemFilter(boosts=[("genres", "Animation", 50.0)]))
         assert sum("Animation" in genres[r.item] for r in boosted) > sum("Animation" in genres[r.item] for r in plain)
-        only_views = recommend(client, [], 5, index=alias, cross_histories={"view": views}, backfill=False)
+        only_views = recommend(client, [], 5, index=alias, cross_histories={"view": views}, backfill="off")
         assert only_views and all(r.reason == "indicators" for r in only_views)
     shown = daskrec("recommend", "--history", "1,260", "--cross-history", "view=2571,2959", "--field-boost", "view=0.5",
                     "--include", "genres=Comedy", "-k", "3", "--index", alias)
