@@ -268,20 +268,21 @@ def _occurrences(
     vocabulary = delayed(_item_vocabulary)(kept)
     raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(kept))]
     fields = 1 + len(config.ingest.cross_event_types)
-    written = [delayed(_write_occurrences)(rows, vocabulary, config.indicators, fields, url) for rows, url in zip(kept, raw)]
-    users_per_item = _tree([delayed(_first)(w) for w in written], _sum_arrays)
+    written = [
+        delayed(_write_occurrences)(rows, window, vocabulary, config.indicators, fields, url)
+        for rows, window, url in zip(kept, windows, raw)
+    ]
+    item_counts = _tree([delayed(_first)(w) for w in written], _sum_item_counts)
     users = _tree([delayed(_second)(w) for w in written], _sum_counts)
     transforms = config.indicators.llr_table == "users"
     final = [f"{folder}/occurrences/final-{b:06d}.npz" for b in range(len(kept))] if transforms else raw
     summary = _tree(
         [
-            delayed(_summarise_block)(source, target, users_per_item, config.indicators, fields)
+            delayed(_summarise_block)(source, target, item_counts.popularity, config.indicators, fields)
             for source, target in zip(raw, final)
         ],
         co.combine_summaries,
     )
-    trending = _tree([delayed(_count_items)(window, vocabulary) for window in windows], _sum_arrays)
-    item_counts = delayed(ItemCounts)(users_per_item, trending)
     persisted: tuple[Delayed, ...] = materialise((vocabulary, summary, item_counts, users), show_progress)
     return persisted[0], final, persisted[1], persisted[2], persisted[3]
 
@@ -363,13 +364,6 @@ def _recent_bucket(routed: list[str], bucket: int, recent: int, since: int, url:
     return len(rows)
 
 
-def _count_items(window: str, vocabulary: pd.Index) -> np.ndarray:
-    """How often each item of ``vocabulary`` appears in a bucket's trending pairs (items with no
-    kept row, hence no output row, are left out)."""
-    codes = vocabulary.get_indexer(pd.Index(scratch.read_frame(window)["itemid"]))
-    return np.bincount(codes[codes >= 0], minlength=len(vocabulary)).astype(np.int64)
-
-
 def _item_vocabulary(kept: list[str]) -> pd.Index:
     """Every item id, sorted: an item's code is its position here."""
     vocabulary: pd.Index | None = None
@@ -381,15 +375,20 @@ def _item_vocabulary(kept: list[str]) -> pd.Index:
 
 
 def _write_occurrences(
-    kept: str, vocabulary: pd.Index, config: IndicatorConfig, fields: int, url: str
-) -> tuple[np.ndarray, int]:
+    kept: str, window: str, vocabulary: pd.Index, config: IndicatorConfig, fields: int, url: str
+) -> tuple[ItemCounts, int]:
     """Write a bucket's occurrence counts (users x all items; with cross types, users with
-    primary rows x joint columns, field ``f`` at ``f·n + item``); return its users per primary
-    item and its users."""
+    primary rows x joint columns, field ``f`` at ``f·n + item``); return its item counts (users
+    per primary item, and its trending pairs per item) and its users."""
     rows = scratch.read_frame(kept)
+    trending_items = scratch.read_frame(window)["itemid"]
     n_items = len(vocabulary)
     user = rows["user"].to_numpy()
-    column = vocabulary.get_indexer(pd.Index(rows["itemid"]))
+    # One lookup for the kept rows and the trending pairs (items of the window without a kept
+    # row have no output row and are left out).
+    codes = vocabulary.get_indexer(pd.Index(pd.concat([rows["itemid"], trending_items], ignore_index=True)))
+    column, trending_codes = codes[: len(rows)], codes[len(rows) :]
+    trending = np.bincount(trending_codes[trending_codes >= 0], minlength=n_items).astype(np.int64)
     if fields > 1:
         matrix = rows["matrix"].to_numpy().astype(np.int64)
         # Only users with primary rows take part: anyone else co-occurs with nothing.
@@ -406,7 +405,7 @@ def _write_occurrences(
         keys = co.user_keys(first_rows.sort_values("user")["visitorid"])
     scratch.write_block(url, block, keys)
     per_item = np.bincount(block.indices, minlength=block.shape[1])[:n_items].astype(co.COUNT_DTYPE)
-    return per_item, n_users
+    return ItemCounts(popularity=per_item, trending=trending), n_users
 
 
 def _summarise_block(
@@ -430,6 +429,13 @@ def _sum_arrays(arrays: list[np.ndarray]) -> np.ndarray:
     for array in arrays[1:]:
         total += array
     return total
+
+
+def _sum_item_counts(counts: list[ItemCounts]) -> ItemCounts:
+    """Element-wise sums of item counts."""
+    return ItemCounts(
+        popularity=_sum_arrays([c.popularity for c in counts]), trending=_sum_arrays([c.trending for c in counts])
+    )
 
 
 def _all_rows(blocks: list[str]) -> co.Occurrences:
