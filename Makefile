@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test test-fast typecheck bench bench-index bench-outofcore quality dask-up dask-down es-up es-down clean
+.PHONY: venv demo test test-fast typecheck bench bench-index bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ bench: venv
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode all --json bench/results/build-10M-all.json
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode transaction --json bench/results/build-10M-transaction.json
 
+## bench-shuffle: daskrec's routing of rows by visitor against Dask's shuffle (README, "How it is computed")
+bench-shuffle: venv
+	$(BIN)/python bench/bench_shuffle.py --events 2000000,10000000 --json bench/results/shuffle.json
+
 ## bench-outofcore: a 100M-event build (3.5 GB) under a 1.1 GB worker memory limit vs unlimited, and
 ## the scaling runs at 1M..100M events with their plot (generates the logs once, ~10 GB of disk)
 bench-outofcore: venv
@@ -47,7 +51,8 @@ bench-outofcore: venv
 		--json bench/results/outofcore.json --plot bench/results/outofcore.png
 
 ## quality: daskrec's defaults and the tutorial preset (served by Elasticsearch) against the
-## item-item peers on the real datasets in ../shared/data (the README's quality table)
+## item-item peers on the real datasets (ml-latest-small ships in tests/data; the others are read
+## from $DASKREC_DATA, default ../shared/data) (the README's quality table)
 quality: venv es-up
 	$(BIN)/python bench/bench_quality.py --json bench/results/quality.json
 

@@ -2,7 +2,8 @@
 by Elasticsearch, against the item-item peers, on one temporal split per dataset.
 
 Usage: ``python bench/bench_quality.py --json bench/results/quality.json`` (needs a node: ``make
-es-up``; the datasets in ``../shared/data``). Prints a Markdown table (the README's) and exits
+es-up``; ml-latest-small ships in ``tests/data``, the others are read from ``$DASKREC_DATA``,
+default ``../shared/data``). Prints a Markdown table (the README's) and exits
 non-zero if the defaults miss the best item-item peer on any dataset.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from daskrec.config import TUTORIAL
 from daskrec.evaluate import evaluate
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data"
+SHIPPED = HERE.parent / "tests" / "data"
+DATA = Path(os.environ.get("DASKREC_DATA") or HERE.parents[1] / "shared" / "data")
 DATASETS = ("ml-100k", "ml-latest-small", "lastfm-hetrec2011")
 PEERS = ("jaccard", "implicit_cosine", "implicit_tfidf")
 
@@ -36,7 +39,7 @@ def main() -> None:
     misses = []
     rows = []
     for name in DATASETS:
-        events = [str(DATA / name / "events.csv")]
+        events = [str((SHIPPED if (SHIPPED / name).is_dir() else DATA) / name / "events.csv")]
         default = evaluate(events, BuildConfig(), split=args.split, k=args.k, es=es)
         tutorial = evaluate(
             events, TUTORIAL.build, split=args.split, k=args.k, layout=TUTORIAL.layout, es=es, baselines=False

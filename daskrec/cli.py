@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, get_args
 
 import click
 import pyarrow as pa
@@ -29,18 +29,22 @@ from .config import (
     IndicatorConfig,
     IngestConfig,
     Layout,
+    LLRTable,
+    OnBadRows,
     Preset,
+    Split,
 )
 from .errors import DaskrecError
-
-if TYPE_CHECKING:
-    from .es import EsSettings
+from .es import EsSettings
+from .schema import indicator_field
 
 log = logging.getLogger(__name__)
 
 _INGEST = IngestConfig()
 _CLUSTER = ClusterConfig()
 _INDEX = IndexConfig()
+_ES = EsSettings()
+_LOG_FORMAT, _LOG_TIME = "%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"
 SECRET_VARIABLES = ("DASKREC_ES_API_KEY", "DASKREC_ES_USERNAME", "DASKREC_ES_PASSWORD")
 """Environment variables the CLI reads credentials from (never flags: they would show in ``ps``)."""
 
@@ -59,8 +63,6 @@ def _settings_from_environment(
     url: str, ca_certs: str | None = None, verify_certs: bool = True, timeout: float = 30.0
 ) -> EsSettings:
     """Connection settings: the given options plus credentials from :data:`SECRET_VARIABLES`."""
-    from .es import EsSettings
-
     return EsSettings(
         url=url,
         api_key=os.environ.get("DASKREC_ES_API_KEY") or None,
@@ -72,25 +74,87 @@ def _settings_from_environment(
     )
 
 
-def es_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The Elasticsearch connection and alias options, handed to ``command`` as ``es`` and ``alias``."""
+def es_options(*, optional: bool = False, alias: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The Elasticsearch connection options, handed to the command as ``es`` (an :class:`EsSettings`,
+    or ``None`` when ``optional`` and no URL was given), and with ``alias`` the ``--index`` option."""
 
-    @click.option(
-        "--es-url",
-        envvar="DASKREC_ES_URL",
-        default="http://127.0.0.1:9200",
-        show_envvar=True,
-        help="Elasticsearch URL. Credentials come from DASKREC_ES_API_KEY or DASKREC_ES_USERNAME/DASKREC_ES_PASSWORD.",
-    )
-    @click.option("--es-ca-certs", default=None, help="CA certificate file for https.")
-    @click.option("--es-verify-certs/--es-no-verify-certs", default=True, help="Check the server certificate.")
-    @click.option("--es-timeout", type=float, default=30.0, help="Request timeout in seconds.")
-    @click.option("--index", "alias", default=_INDEX.alias, help=_doc(IndexConfig, "alias"))
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option(
+            "--es-url",
+            envvar="DASKREC_ES_URL",
+            default=None if optional else _ES.url,
+            show_envvar=True,
+            help=("Also index the result into Elasticsearch at this URL. " if optional else "Elasticsearch URL. ")
+            + "Credentials come from DASKREC_ES_API_KEY or DASKREC_ES_USERNAME/DASKREC_ES_PASSWORD.",
+        )
+        @click.option("--es-ca-certs", default=None, help=_doc(EsSettings, "ca_certs"))
+        @click.option("--es-verify-certs/--es-no-verify-certs", default=_ES.verify_certs, help=_doc(EsSettings, "verify_certs"))
+        @click.option("--es-timeout", type=click.FloatRange(min=0, min_open=True), default=_ES.request_timeout, help=_doc(EsSettings, "request_timeout"))
+        @functools.wraps(command)
+        def wrapper(es_url: str | None, es_ca_certs: str | None, es_verify_certs: bool, es_timeout: float, **kwargs: Any) -> Any:
+            es = None if es_url is None else _settings_from_environment(es_url, es_ca_certs, es_verify_certs, es_timeout)
+            return command(es=es, **kwargs)
+
+        if alias:
+            return click.option("--index", "alias", default=_INDEX.alias, help=_doc(IndexConfig, "alias"))(wrapper)
+        return wrapper
+
+    return decorate
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterRun:
+    """Where a command's Dask work runs and how it is watched (the cluster options)."""
+
+    config: ClusterConfig
+    dashboard_address: str
+    progress: bool
+    report_path: str | None
+
+    @contextlib.contextmanager
+    def session(self, debug: bool) -> Iterator[None]:
+        """Connect (starting a LocalCluster unless ``--scheduler``), print the dashboard link,
+        and record the performance report if asked."""
+        from .cluster import connect
+
+        quiet = logging.WARNING if debug else logging.CRITICAL
+        with connect(self.config, dashboard_address=self.dashboard_address, worker_log_level=quiet) as client, _reporting(
+            self.report_path
+        ):
+            click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+            yield
+
+
+def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The cluster options, handed to ``command`` as ``run`` (a :class:`ClusterRun`)."""
+
+    @click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
+    @click.option("--workers", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "workers"))
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "threads"))
+    @click.option("--memory-limit", default=None, help=_doc(ClusterConfig, "memory_limit"))
+    @click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
+    @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+    @click.option("--report", "report_path", default=None, help="Write Dask's performance report (HTML) of the run here.")
     @functools.wraps(command)
-    def wrapper(es_url: str, es_ca_certs: str | None, es_verify_certs: bool, es_timeout: float, **kwargs: Any) -> Any:
-        return command(es=_settings_from_environment(es_url, es_ca_certs, es_verify_certs, es_timeout), **kwargs)
+    def wrapper(
+        scheduler: str | None,
+        workers: int | None,
+        threads: int | None,
+        memory_limit: str | None,
+        dashboard_address: str,
+        progress: bool,
+        report_path: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        cluster = ClusterConfig(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit)
+        return command(run=ClusterRun(cluster, dashboard_address, progress, report_path), **kwargs)
 
     return wrapper
+
+
+def _choice(literal: Any) -> click.Choice[str]:
+    """The values of a ``Literal`` type as a click choice: one list, owned by the type."""
+    return click.Choice(list(get_args(literal)))
 
 
 def _preset_value(preset: Preset, name: str) -> object:
@@ -131,16 +195,16 @@ def build_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--min-llr", type=float, default=None, help=_preset_help(_doc(IndicatorConfig, "min_llr"), "min_llr"))
     @click.option(
         "--llr-table",
-        type=click.Choice(["cooccurrence", "users"]),
+        type=_choice(LLRTable),
         default=None,
         help=_preset_help("users: Mahout's table of user counts; cooccurrence: the SPEC's table of co-occurrence sums.", "llr_table"),
     )
     @click.option("--max-per-user", type=click.IntRange(min=1), default=None, help=_doc(IndicatorConfig, "max_per_user"))
     @click.option("--max-per-item", type=click.IntRange(min=1), default=None, help=_doc(IndicatorConfig, "max_per_item"))
     @click.option("--seed", type=int, default=None, help=_preset_help(_doc(IndicatorConfig, "seed"), "seed"))
-    @click.option("--layout", type=click.Choice(["weighted", "keyword"]), default=None, help=_preset_help(_doc(IndexConfig, "layout"), "layout"))
+    @click.option("--layout", type=_choice(Layout), default=None, help=_preset_help(_doc(IndexConfig, "layout"), "layout"))
     @click.option(
-        "--on-bad-rows", type=click.Choice(["error", "skip"]), default=_INGEST.on_bad_rows, help=_doc(IngestConfig, "on_bad_rows")
+        "--on-bad-rows", type=_choice(OnBadRows), default=_INGEST.on_bad_rows, help=_doc(IngestConfig, "on_bad_rows")
     )
     @click.option("--blocksize", type=int, default=_INGEST.blocksize, help=_doc(IngestConfig, "blocksize"))
     @functools.wraps(command)
@@ -199,12 +263,17 @@ def _event_types(value: str) -> tuple[str, ...] | None:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     """daskrec: item-to-item recommendations from an events log (LLR indicators, on Dask)."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    logging.getLogger("daskrec").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    ours = logging.getLogger("daskrec")
+    ours.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, datefmt=_LOG_TIME)
+    elif not ours.handlers:
+        # Only daskrec's own logger gets a handler: with none on the root logger, distributed
+        # (imported later, lazily) installs its own, which a LocalCluster's silence_logs quiets.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT, datefmt=_LOG_TIME))
+        ours.addHandler(handler)
+        ours.propagate = False
     ctx.obj = {"debug": debug}
 
 
@@ -212,17 +281,8 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 @click.argument("events", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, help="Folder for indicators.parquet and manifest.json.")
 @build_options
-@click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
-@click.option("--workers", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "workers"))
-@click.option("--threads", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "threads"))
-@click.option("--memory-limit", default=None, help=_doc(ClusterConfig, "memory_limit"))
-@click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
-@click.option("--report", "report_path", default=None, help="Write Dask's performance report (HTML) of the run here.")
-@click.option(
-    "--es-url", envvar="DASKREC_ES_URL", default=None, help="Also index the result into Elasticsearch at this URL."
-)
-@click.option("--index", "alias", default=_INDEX.alias, help=_doc(IndexConfig, "alias"))
+@cluster_options
+@es_options(optional=True)
 @click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
 @click.pass_context
 def build(
@@ -231,42 +291,28 @@ def build(
     out_dir: str,
     config: BuildConfig,
     layout: Layout,
-    scheduler: str | None,
-    workers: int | None,
-    threads: int | None,
-    memory_limit: str | None,
-    dashboard_address: str,
-    progress: bool,
-    report_path: str | None,
-    es_url: str | None,
+    run: ClusterRun,
+    es: EsSettings | None,
     alias: str,
     keep: int,
 ) -> None:
     """Compute every item's indicators from EVENTS (CSV/Parquet paths, globs or URLs);
     with --es-url, index them too."""
-    from .cluster import connect
     from .ingest import expand_inputs
-    from .output import write_build
+    from .pipeline import write_build
 
-    cluster = ClusterConfig(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit)
     expand_inputs(events)  # fail on a bad path or header before starting any cluster
-    quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
     index_config = IndexConfig(alias=alias, keep=keep, layout=layout)
-    es = None
-    if es_url is not None:
+    if es is not None:
         from .es import connect_es
 
-        es = _settings_from_environment(es_url)
         connect_es(es).close()  # a wrong URL, credentials or version fails now, not after the build
-    with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client, _reporting(
-        report_path
-    ):
-        click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-        built = write_build(events, out_dir, config, show_progress=progress)
+    with run.session(ctx.obj["debug"]):
+        built = write_build(events, out_dir, config, show_progress=run.progress)
         if es is not None:
             from .index import write_index
 
-            indexed = write_index(out_dir, es, index_config, show_progress=progress)
+            indexed = write_index(out_dir, es, index_config, show_progress=run.progress)
             click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {alias!r}", err=True)
     counts = built.counts
     click.echo(
@@ -298,7 +344,7 @@ def show(out_dir: str, n_items: int) -> None:
     from .output import read_indicators
 
     frame = read_indicators(out_dir).to_pandas()
-    frame = frame.assign(n=frame["indicators"].map(len)).sort_values(["n", "item"], ascending=[False, True])
+    frame = frame.assign(n=frame[indicator_field()].map(len)).sort_values(["n", "item"], ascending=[False, True])
     for row in frame.head(n_items).itertuples():
         pairs = ", ".join(f"{item} ({score:.1f})" for item, score in zip(row.indicators[:8], row.scores[:8]))
         more = f", ... {row.n - 8} more" if row.n > 8 else ""
@@ -307,22 +353,13 @@ def show(out_dir: str, n_items: int) -> None:
 
 @cli.command("index")
 @click.argument("out_dir")
-@es_options
+@es_options()
 @click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
 @click.option("--replicas", type=click.IntRange(min=0), default=_INDEX.replicas, help=_doc(IndexConfig, "replicas"))
-@click.option(
-    "--layout",
-    type=click.Choice(["weighted", "keyword"]),
-    default=_INDEX.layout,
-    help=_doc(IndexConfig, "layout"),
-)
+@click.option("--layout", type=_choice(Layout), default=_INDEX.layout, help=_doc(IndexConfig, "layout"))
 @click.option("--properties", "properties_path", default=None, help="CSV/Parquet of item properties: an 'item' column and one per property.")
 @click.option("--list-columns", default="", help="Property columns whose text holds several values separated by '|'.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "workers"))
-@click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
-@click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
-@click.option("--report", "report_path", default=None, help="Write Dask's performance report (HTML) of the run here.")
+@cluster_options
 @click.pass_context
 def index_command(
     ctx: click.Context,
@@ -331,39 +368,31 @@ def index_command(
     alias: str,
     keep: int,
     replicas: int,
-    layout: str,
+    layout: Layout,
     properties_path: str | None,
     list_columns: str,
-    workers: int | None,
-    scheduler: str | None,
-    dashboard_address: str,
-    progress: bool,
-    report_path: str | None,
+    run: ClusterRun,
 ) -> None:
     """Index the build in OUT_DIR into a new generation and move the alias to it."""
-    from .cluster import connect
     from .index import read_item_properties, write_index
     from .output import read_manifest
 
-    config = IndexConfig(alias=alias, keep=keep, replicas=replicas, layout=layout)  # type: ignore[arg-type]
+    config = IndexConfig(alias=alias, keep=keep, replicas=replicas, layout=layout)
     properties = None
     if properties_path is not None:
         columns = [c.strip() for c in list_columns.split(",") if c.strip()]
         item_type = pa.type_for_alias(read_manifest(out_dir)["item_id_type"])
         properties = read_item_properties(properties_path, item_type, columns)
-    quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
-    cluster = ClusterConfig(scheduler=scheduler, workers=workers)
-    with connect(cluster, dashboard_address=dashboard_address, worker_log_level=quiet) as client, _reporting(
-        report_path
-    ):
-        click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-        report = write_index(out_dir, es, config, properties=properties, show_progress=progress)
+    else:
+        read_manifest(out_dir)  # a folder without a complete build fails before any cluster starts
+    with run.session(ctx.obj["debug"]):
+        report = write_index(out_dir, es, config, properties=properties, show_progress=run.progress)
     click.echo(f"{report.documents} documents in {report.index}, now behind alias {alias!r}")
 
 
 @cli.command()
 @click.argument("item")
-@es_options
+@es_options()
 def similar(item: str, es: EsSettings, alias: str) -> None:
     """Print the indicators of ITEM, best first."""
     from .es import connect_es
@@ -391,7 +420,7 @@ def _field_boosts(pairs: tuple[str, ...]) -> dict[str, float]:
     for pair in pairs:
         name, _, weight = pair.partition("=")
         try:
-            out["indicators" if name == "primary" else f"{name}_indicators"] = float(weight)
+            out[indicator_field(None if name == "primary" else name)] = float(weight)
         except ValueError:
             raise click.BadParameter(f"{pair!r} is not TYPE=WEIGHT", param_hint="--field-boost") from None
     return out
@@ -417,7 +446,7 @@ def _property_boosts(triples: tuple[str, ...]) -> list[tuple[str, object, float]
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, help="Items to recommend.")
 @click.option(
     "--backfill",
-    type=click.Choice(["popularity", "trending", "off"]),
+    type=_choice(Backfill),
     default="popularity",
     help="What fills the list when few items match: the most popular, the most trending (the build's --trending-days), or nothing.",
 )
@@ -427,7 +456,7 @@ def _property_boosts(triples: tuple[str, ...]) -> list[tuple[str, object, float]
 @click.option("--boost", multiple=True, help="NAME=VALUE=FACTOR: multiply the score of items with that property value.")
 @click.option("--cross-history", multiple=True, help="TYPE=ITEM,ITEM,...: the user's recent items of a cross-occurrence type.")
 @click.option("--field-boost", multiple=True, help="TYPE=WEIGHT: weight of a cross type's matches ('primary' for the primary).")
-@es_options
+@es_options()
 def recommend(
     history: str,
     k: int,
@@ -467,56 +496,51 @@ def recommend(
 @cli.command()
 @click.argument("events", nargs=-1, required=True)
 @build_options
-@click.option("--split", type=click.Choice(["per-user", "global"]), default="per-user", help="How train and test are cut by time.")
+@click.option("--split", type=_choice(Split), default="per-user", help="How train and test are cut by time.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, help="List length scored.")
 @click.option("--json", "json_path", default=None, help="Write the metrics here as JSON.")
 @click.option("--plot", "plot_path", default=None, help="Write a bar chart of the metrics here (PNG).")
 @click.option("--es/--no-es", "use_es", default=True, help="Serve from Elasticsearch, or rank in process the same way.")
-@click.option("--es-url", envvar="DASKREC_ES_URL", default="http://127.0.0.1:9200", show_envvar=True, help="Elasticsearch URL.")
+@es_options(alias=False)
 @click.option("--field-boost", multiple=True, help="TYPE=WEIGHT: query weight of a cross type's matches ('primary' for the primary).")
 @click.option("--baselines/--no-baselines", default=True, help="Also score popularity, Jaccard and implicit's item-item models.")
-@click.option("--scheduler", default=None, help=_doc(ClusterConfig, "scheduler"))
-@click.option("--progress/--no-progress", default=False, help="Show progress bars.")
+@cluster_options
 @click.pass_context
 def evaluate(
     ctx: click.Context,
     events: tuple[str, ...],
     config: BuildConfig,
     layout: Layout,
-    split: str,
+    split: Split,
     k: int,
     json_path: str | None,
     plot_path: str | None,
     use_es: bool,
-    es_url: str,
+    es: EsSettings,
     field_boost: tuple[str, ...],
     baselines: bool,
-    scheduler: str | None,
-    progress: bool,
+    run: ClusterRun,
 ) -> None:
     """Score a configuration and baselines on a temporal split of EVENTS (NDCG, precision, recall, MAP at k)."""
     import json
 
-    from .cluster import connect
     from .es import connect_es
     from .evaluate import evaluate as run_evaluation
     from .evaluate import format_table, plot_metrics
 
-    es = _settings_from_environment(es_url) if use_es else None
-    if es is not None:
+    if use_es:
         connect_es(es).close()  # fail before the work
-    quiet = logging.WARNING if ctx.obj["debug"] else logging.CRITICAL
-    with connect(ClusterConfig(scheduler=scheduler), worker_log_level=quiet):
+    with run.session(ctx.obj["debug"]):
         result = run_evaluation(
             list(events),
             config,
-            split=split,  # type: ignore[arg-type]
+            split=split,
             k=k,
             layout=layout,
             boosts=_field_boosts(field_boost),
-            es=es,
+            es=es if use_es else None,
             baselines=baselines,
-            show_progress=progress,
+            show_progress=run.progress,
         )
     click.echo(format_table(result))
     if json_path is not None:

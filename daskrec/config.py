@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from .errors import ConfigError
+from .schema import Layout as Layout  # re-exported: the build options name the layout too
 
 __all__ = [
     "IngestConfig",
@@ -30,8 +31,8 @@ ALL_EVENTS = "all"
 
 OnBadRows = Literal["error", "skip"]
 LLRTable = Literal["cooccurrence", "users"]
-Layout = Literal["weighted", "keyword"]
-"""How indicators are laid out in Elasticsearch; see :mod:`daskrec.ranking`."""
+Split = Literal["global", "per-user"]
+"""How an evaluation cuts train from test by time: each user's latest events, or everybody's after one instant."""
 Backfill = Literal["popularity", "trending", "off"]
 """What fills a recommendation list when fewer items match: the most popular items, the most
 trending ones (popularity breaking ties), or nothing."""

@@ -27,21 +27,21 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .config import BuildConfig, IndexConfig, IngestConfig, Layout
+from .config import BuildConfig, IndexConfig, IngestConfig, Layout, Split
 from .errors import ConfigError, InputError
 from .ingest import IdKinds, StringIdsFound, expand_inputs, read_events
+from .schema import indicator_field
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Split", "EvaluationSet", "temporal_split", "ranking_metrics", "evaluate"]
 
-Split = Literal["global", "per-user"]
 TRAIN_FRACTION = 0.8
 """Share of events (global: of the time range's events; per-user: of each user's) used for training."""
 _PRIMARY = "__primary__"
@@ -292,10 +292,15 @@ def evaluate(
     """
     import tempfile
 
-    from .output import read_indicators, write_build
+    from .output import read_indicators
+    from .pipeline import write_build
 
     if k < 1:
         raise ConfigError(f"k: must be at least 1, got {k}.")
+    fields = [indicator_field(), *(indicator_field(name) for name in config.ingest.cross_event_types)]
+    unknown = sorted(set(boosts or {}) - set(fields))
+    if unknown:
+        raise ConfigError(f"boosts: {unknown} are not indicator fields of this build (it has {fields}); check --cross.")
     timings: dict[str, float] = {}
     started = time.perf_counter()
     data = read_split(inputs, config.ingest, split)

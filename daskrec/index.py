@@ -12,7 +12,6 @@ A failed or interrupted load deletes the new generation and leaves the alias whe
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,12 +28,29 @@ from dask.delayed import delayed
 from elasticsearch import Elasticsearch, helpers
 from elasticsearch.exceptions import ApiError, NotFoundError, TransportError
 
-from .config import IndexConfig, Layout
-from .ranking import LINEAR_K1, PRIMARY_FIELD, term_frequencies
+from .config import IndexConfig
 from .errors import IndexingError, InputError
 from .es import EsSettings, connect_es
 from .output import indicators_url
 from .scheduling import materialise
+from .schema import (
+    COMPLETE,
+    ID_FIELD,
+    ITEM_COLUMN,
+    LINEAR_K1,
+    LOADING,
+    PRIMARY_FIELD,
+    PROPERTIES,
+    SIMILARITY,
+    Layout,
+    generation_meta,
+    indicator_fields,
+    scores_field,
+    search_field,
+    search_token,
+    state_of,
+    term_frequencies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +61,9 @@ __all__ = [
     "bulk_actions",
     "alias_actions",
     "stale_generations",
-    "generation_meta",
     "read_item_properties",
-    "indicator_fields",
-    "search_field",
-    "search_token",
     "write_index",
 ]
-
-WEIGHTED_PREFIX = "weighted_"
-"""Prefix of the searched field of the ``weighted`` layout: ``weighted_indicators`` repeats each
-indicator id by its rounded score (see :mod:`daskrec.ranking`). It stays in ``_source`` (filtering
-it out at index time cost the node a fifth of its work); queries read only the fields they need."""
-
-PROPERTIES = "properties"
-"""Object field with the item properties given at index time (strings become keywords)."""
-
-SIMILARITY = "daskrec_linear"
-"""Name of the index similarity of the searched indicator fields."""
 
 _FIRST_ERRORS = 5
 
@@ -91,54 +92,6 @@ def generation_name(alias: str, now: dt.datetime) -> str:
     return f"{alias}-{now.astimezone(dt.timezone.utc):%Y%m%d%H%M%S%f}"
 
 
-LOADING, COMPLETE = "loading", "complete"
-"""Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind."""
-
-
-def indicator_fields(column_names: Iterable[str]) -> tuple[str, ...]:
-    """The indicator fields of an indicators table: ``indicators`` and each ``<type>_indicators``.
-
-    Examples
-    --------
-    >>> indicator_fields(["item", "indicators", "scores", "view_indicators", "view_scores", "popularity"])
-    ('indicators', 'view_indicators')
-    """
-    return tuple(name for name in column_names if name == PRIMARY_FIELD or name.endswith(f"_{PRIMARY_FIELD}"))
-
-
-def scores_field(field: str) -> str:
-    """The scores that go with an indicator field (``view_indicators`` → ``view_scores``)."""
-    return field[: -len(PRIMARY_FIELD)] + "scores"
-
-
-def search_field(field: str, layout: Layout) -> str:
-    """The field a history is searched against for the indicator field ``field`` in ``layout``.
-
-    Examples
-    --------
-    >>> search_field("view_indicators", "weighted"), search_field("indicators", "keyword")
-    ('weighted_view_indicators', 'indicators')
-    """
-    return f"{WEIGHTED_PREFIX}{field}" if layout == "weighted" else field
-
-
-def search_token(item: object) -> str:
-    """An item id as one token of the whitespace-analysed ``weighted`` fields: whitespace and
-    ``%`` percent-encoded (so ``a b`` stays one token), ids longer than the tokenizer's 255
-    characters replaced by a digest.
-
-    Examples
-    --------
-    >>> search_token("a b"), search_token(42), search_token("x-1%")
-    ('a%20b', '42', 'x-1%25')
-    """
-    token = "".join(f"%{ord(c):02X}" if c == "%" or c.isspace() else c for c in str(item))
-    if len(token) > _MAX_TOKEN:
-        token = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-    return token
-
-
-_MAX_TOKEN = 255
 _DOCUMENTS_PER_BATCH = 5_000
 
 
@@ -190,7 +143,7 @@ def index_template(
                     }
                 ],
                 "properties": {
-                    "id": keyword,
+                    ID_FIELD: keyword,
                     "popularity": {"type": "long"},
                     "trending": {"type": "long"},
                     PROPERTIES: {"type": "object", "dynamic": True},
@@ -199,11 +152,6 @@ def index_template(
             },
         },
     }
-
-
-def generation_meta(state: str, layout: Layout) -> dict[str, str]:
-    """A generation's ``_meta``: its load state and layout (a mapping update replaces it whole)."""
-    return {"daskrec_state": state, "daskrec_layout": layout}
 
 
 def loading_settings() -> dict[str, Any]:
@@ -236,20 +184,20 @@ def indicator_documents(
     fields = indicator_fields(table.column_names)
     lists = [f for field in fields for f in (field, scores_field(field))]
     # Batches of bounded size keep a batch's weighted text far below Arrow's 2 GB string limit.
-    for batch in table.select(["item", *lists, *stored]).to_batches(max_chunksize=_DOCUMENTS_PER_BATCH):
-        columns = {"id": batch.column("item"), **{name: batch.column(name) for name in (*lists, *stored)}}
+    for batch in table.select([ITEM_COLUMN, *lists, *stored]).to_batches(max_chunksize=_DOCUMENTS_PER_BATCH):
+        columns = {ID_FIELD: batch.column(ITEM_COLUMN), **{name: batch.column(name) for name in (*lists, *stored)}}
         if layout == "weighted":
             for field in fields:
                 columns[search_field(field, layout)] = _weighted_text(batch.column(field), batch.column(scores_field(field)))
         for document in pa.RecordBatch.from_pydict(columns).to_pylist():
-            if properties is not None and document["id"] in properties:
-                document[PROPERTIES] = properties[document["id"]]
+            if properties is not None and document[ID_FIELD] in properties:
+                document[PROPERTIES] = properties[document[ID_FIELD]]
             yield document
 
 
 def _weighted_text(indicators: pa.ListArray, scores: pa.ListArray) -> pa.Array:
     """The ``weighted`` layout's searched text of each row: every indicator's
-    :func:`search_token` repeated by its :func:`~daskrec.ranking.term_frequencies`, separated by
+    :func:`search_token` repeated by its :func:`~daskrec.schema.term_frequencies`, separated by
     spaces, best indicator first (computed column-wise: one Python call per distinct id).
 
     Examples
@@ -285,7 +233,7 @@ def bulk_actions(documents: Iterable[dict[str, Any]], index: str) -> Iterator[tu
     ({'index': {'_index': 'items2-1', '_id': '5'}}, b'{"id":5,"indicators":[6]}')
     """
     for document in documents:
-        yield {"index": {"_index": index, "_id": str(document["id"])}}, orjson.dumps(document)
+        yield {"index": {"_index": index, "_id": str(document[ID_FIELD])}}, orjson.dumps(document)
 
 
 def alias_actions(alias: str, new_index: str, current: Iterable[str]) -> dict[str, Any]:
@@ -515,7 +463,7 @@ def _delete_abandoned_loads(client: Elasticsearch, alias: str) -> None:
     live = set(_alias_targets(client, alias))
     mappings = client.indices.get_mapping(index=f"{alias}-*", allow_no_indices=True, ignore_unavailable=True)
     for index, mapping in mappings.items():
-        state = mapping.get("mappings", {}).get("_meta", {}).get("daskrec_state")
+        state = state_of(mapping.get("mappings", {}).get("_meta", {}))
         if state == LOADING and index not in live:
             client.indices.delete(index=index, ignore_unavailable=True)
             log.warning("index: deleted %s, left behind by an interrupted load", index)

@@ -17,17 +17,24 @@ The frame that :func:`read_events` yields has one row per event of the selected 
     ``int8``: 0 for the primary event types, ``1 + t`` for the cross-occurrence type ``t`` (see
     :func:`matrix_codes`).
 ``bad_column``
-    ``int8``: 0 for a good row, else 1 + the index in :data:`REQUIRED_COLUMNS` of the first
-    malformed column (only with ``on_bad_rows="skip"``; with ``"error"`` reading stops instead).
+    ``int8``: 0 for a good row, else 1 + the index in :data:`BAD_ROW_CAUSES` of what is wrong
+    with it: its first malformed column, or ``fields`` for a row that cannot be split into the
+    header's fields (too few or too many, an unclosed quote). Only with ``on_bad_rows="skip"``;
+    with ``"error"`` reading stops at the first bad row instead.
+
+Compressed CSV files (``.gz``, ``.bz2``, ``.zst``) are read whole, one partition per file, since
+a compressed stream cannot be split: ship a large log as several compressed files.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+import posixpath
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import IO, Literal
 
 import dask.dataframe as dd
 import fsspec
@@ -45,10 +52,16 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REQUIRED_COLUMNS", "IdKinds", "EventFile", "expand_inputs", "read_events", "keep_recent"]
+__all__ = ["REQUIRED_COLUMNS", "BAD_ROW_CAUSES", "IdKinds", "EventFile", "expand_inputs", "read_events", "keep_recent"]
 
 REQUIRED_COLUMNS = ("timestamp", "visitorid", "event", "itemid")
 """Columns of the events layout that daskrec reads (``transactionid`` may be present)."""
+BAD_ROW_CAUSES = (*REQUIRED_COLUMNS, "fields")
+"""What can make a row bad: one of its columns, or its fields as a whole."""
+_BAD_FIELDS = len(BAD_ROW_CAUSES)
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+"""CSV file endings read as compressed, and their codec."""
+_SHOWN_CHARS = 80
 
 IdKind = Literal["int", "str"]
 _ROW_BITS = 32  # position = partition number << 32 | row within the partition
@@ -90,6 +103,8 @@ class EventFile:
     """Parquet: id columns stored as strings."""
     row_groups: tuple[int, ...] = ()
     """Parquet: rows per row group."""
+    compression: str | None = None
+    """CSV: the codec of a compressed file (read whole), or None."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +128,9 @@ def expand_inputs(inputs: Sequence[str | EventFile]) -> list[EventFile]:
     Parameters
     ----------
     inputs
-        Paths, glob patterns or fsspec URLs of CSV (uncompressed) or Parquet (``.parquet``,
-        ``.pq``) files, or folders of Parquet files. Already resolved files pass through.
+        Paths, glob patterns or fsspec URLs of CSV files (plain, or compressed as ``.gz``,
+        ``.bz2``, ``.zst``) or Parquet files (``.parquet``, ``.pq``), or folders of Parquet
+        files. Already resolved files pass through.
 
     Returns
     -------
@@ -124,7 +140,7 @@ def expand_inputs(inputs: Sequence[str | EventFile]) -> list[EventFile]:
     Raises
     ------
     InputError
-        A path matches no file, a file is empty, or it lacks a required column.
+        A path matches no file, a file is empty, cannot be decompressed, or lacks a required column.
     """
     if not inputs:
         raise InputError("no input given; name at least one events file.")
@@ -154,13 +170,15 @@ def _describe_file(fs: fsspec.AbstractFileSystem, path: str, url: str) -> EventF
     if size == 0:
         raise InputError("the file is empty; give an events log with a header and rows.", path=url)
     if not path.endswith((".parquet", ".pq")):
-        with fs.open(path, "rb") as f:
-            first_line = f.readline().decode("utf-8", errors="replace").strip()
-        header = tuple(name.strip().strip('"') for name in first_line.split(","))
+        compression = COMPRESSIONS.get(posixpath.splitext(path)[1].lower())
+        with _open_text(fs, path, url, compression) as f:
+            first_line = f.readline()
+            has_rows = bool(f.read(1 << 16).strip())
+        header = tuple(name.strip().strip('"') for name in first_line.decode("utf-8", errors="replace").strip().split(","))
         _check_header(header, url)
-        if size <= len(first_line) + 2 and not _has_data_after_header(fs, path):
+        if not has_rows:
             raise InputError("the file has a header but no rows; give an events log with rows.", path=url)
-        return EventFile(url=url, format="csv", size=size, header=header)
+        return EventFile(url=url, format="csv", size=size, header=header, compression=compression)
     with fs.open(path, "rb") as f:
         try:
             parquet = pq.ParquetFile(f)
@@ -191,10 +209,38 @@ def _check_header(header: tuple[str, ...], url: str) -> None:
             )
 
 
-def _has_data_after_header(fs: fsspec.AbstractFileSystem, path: str) -> bool:
-    with fs.open(path, "rb") as f:
-        f.readline()
-        return bool(f.read().strip())
+@contextmanager
+def _open_text(fs: fsspec.AbstractFileSystem, path: str, url: str, compression: str | None) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed; a stream that is not what its ending says is an InputError."""
+    with fs.open(path, "rb") as raw:
+        if compression is None:
+            yield raw
+            return
+        try:
+            yield io.BufferedReader(pa.CompressedInputStream(raw, compression))
+        except OSError as err:
+            raise InputError(
+                f"cannot be read as {compression} ({err}); check that the file ending matches its compression.",
+                path=url,
+            ) from None
+
+
+def read_csv_bytes(file: EventFile) -> bytes:
+    """The whole text of a CSV event file, decompressed (for a compressed file's one partition).
+
+    Raises
+    ------
+    InputError
+        The file cannot be decompressed.
+    """
+    fs, path = fsspec.core.url_to_fs(file.url)
+    with _open_text(fs, path, file.url, file.compression) as f:
+        try:
+            return f.read()
+        except OSError as err:
+            raise InputError(
+                f"cannot be read as {file.compression} ({err}); the file may be truncated.", path=file.url
+            ) from None
 
 
 def read_events(
@@ -279,6 +325,8 @@ def _plan_blocks(files: list[EventFile], blocksize: int) -> list[_Block]:
             for group, rows in enumerate(f.row_groups):
                 blocks.append(_Block(f, len(blocks), 0, 0, row_group=group, rows_before=rows_before))
                 rows_before += rows
+        elif f.compression is not None:
+            blocks.append(_Block(f, len(blocks), 0, f.size))
         else:
             for offset in range(0, f.size, blocksize):
                 blocks.append(_Block(f, len(blocks), offset, min(blocksize, f.size - offset)))
@@ -295,20 +343,24 @@ def _read_block(
 ) -> pd.DataFrame:
     """Read one partition: parse, keep the selected events, type and validate only those."""
     event_types = None if primary is None or other_types else (*primary, *cross)
+    bad_rows: list[_BadRow] = []
     if block.file.format == "parquet":
         table = _read_parquet_group(block, event_types)
     else:
-        with fsspec.open(block.file.url, "rb") as handle:
-            data = read_block(handle, block.offset, block.length, delimiter=b"\n")
+        if block.file.compression is not None:
+            data = read_csv_bytes(block.file)
+        else:
+            with fsspec.open(block.file.url, "rb") as handle:
+                data = read_block(handle, block.offset, block.length, delimiter=b"\n")
         if block.offset == 0:
             data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
-        table = _parse_csv(data, block.file.header, id_kinds)
+        table, bad_rows = _parse_csv(data, block.file.header, id_kinds)
     rows = _selected_rows(table, event_types)
     selected = _take_rows(table, rows)
     values, bad_column = _check_rows(selected, id_kinds)
-    if not skip_bad_rows and bad_column.any():
-        _raise_bad_row(block, table, event_types, id_kinds)
-    return pd.DataFrame(
+    if not skip_bad_rows and (bad_column.any() or bad_rows):
+        _raise_bad_row(block, table, event_types, id_kinds, bad_rows)
+    frame = pd.DataFrame(
         {
             "visitorid": values["visitorid"],
             "itemid": values["itemid"],
@@ -318,6 +370,23 @@ def _read_block(
             "bad_column": bad_column,
         }
     )
+    if not bad_rows:
+        return frame
+    # Rows that could not be parsed are counted as read and skipped, like any bad row: one for
+    # each line they span (the lines an unclosed quote ran over could not be read either).
+    causes = [1 + BAD_ROW_CAUSES.index(row.cause) for row in bad_rows for _ in range(row.lines)]
+    blank = {"int": 0, "str": ""}
+    unparsed = pd.DataFrame(
+        {
+            "visitorid": [blank[id_kinds.visitorid]] * len(causes),
+            "itemid": [blank[id_kinds.itemid]] * len(causes),
+            "timestamp": 0,
+            "position": (np.int64(block.number) << _ROW_BITS) + len(table) + np.arange(len(causes), dtype=np.int64),
+            "matrix": -1,
+            "bad_column": causes,
+        }
+    ).astype(_empty_frame(id_kinds).dtypes.to_dict())
+    return pd.concat([frame, unparsed], ignore_index=True)
 
 
 def matrix_codes(event: pa.ChunkedArray, primary: tuple[str, ...] | None, cross: tuple[str, ...]) -> np.ndarray:
@@ -352,7 +421,8 @@ def _take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
 
 def _check_rows(table: pa.Table, id_kinds: IdKinds) -> tuple[dict[str, np.ndarray | pd.Series], np.ndarray]:
     """The typed columns, and per row 0 or 1 + the index of its first malformed column."""
-    malformed = {"event": np.asarray(table.column("event").is_null(), dtype=bool)}
+    event = table.column("event")
+    malformed = {"event": np.asarray(event.is_null(), dtype=bool) | _has_line_break(event)}
     values: dict[str, np.ndarray | pd.Series] = {}
     for name in ("timestamp", "visitorid", "itemid"):
         values[name], malformed[name] = _typed_column(table.column(name), name, id_kinds)
@@ -363,9 +433,10 @@ def _check_rows(table: pa.Table, id_kinds: IdKinds) -> tuple[dict[str, np.ndarra
 
 
 def _raise_bad_row(
-    block: _Block, table: pa.Table, event_types: tuple[str, ...] | None, id_kinds: IdKinds
+    block: _Block, table: pa.Table, event_types: tuple[str, ...] | None, id_kinds: IdKinds, bad_rows: list[_BadRow]
 ) -> None:
-    """Raise :class:`InputError` for the block's first malformed row, with its row number in the file."""
+    """Raise :class:`InputError` for the block's first bad row (a malformed column, or a row that
+    could not be parsed), with its row number in the file."""
     if block.file.format == "csv":
         rows_before = _rows_before(block)
     else:
@@ -376,18 +447,51 @@ def _raise_bad_row(
         rows_before = block.rows_before or 0
     rows = _selected_rows(table, event_types)
     _, bad_column = _check_rows(_take_rows(table, rows), id_kinds)
-    first = int(np.flatnonzero(bad_column)[0])
-    local = int(rows[first])
-    column = REQUIRED_COLUMNS[bad_column[first] - 1]
-    raw = table.column(column)[local].as_py()
-    problem = "missing value" if raw is None else "not an integer"
+    lines = _line_numbers(len(table), bad_rows)
+    found: list[_BadRow] = list(bad_rows)
+    if bad_column.any():
+        first = int(np.flatnonzero(bad_column)[0])
+        local = int(rows[first])
+        column = REQUIRED_COLUMNS[bad_column[first] - 1]
+        raw = table.column(column)[local].as_py()
+        problem = "missing value" if raw is None else "a line break in a quoted value" if "\n" in str(raw) else "not an integer"
+        found.append(_BadRow(int(lines[local]), column, f"{problem}; fix the row or pass --on-bad-rows skip.", raw))
+    worst = min(found, key=lambda bad: bad.line)
     raise InputError(
-        f"{problem}; fix the row or pass --on-bad-rows skip.",
+        worst.message,
         path=block.file.url,
-        row=rows_before + local + 1,
-        column=column,
-        value=raw,
+        row=rows_before + worst.line,
+        column=None if worst.cause == "fields" else worst.cause,
+        value=worst.value,
     )
+
+
+@dataclass(frozen=True)
+class _BadRow:
+    """A row of a CSV block that could not be parsed: its line in the block (1-based), what is
+    wrong (a column, or ``fields``), the message and the text shown."""
+
+    line: int
+    cause: str
+    message: str
+    value: object
+    lines: int = 1
+    """Lines of the file the row spans (more than one after an unclosed quote); each counts as a
+    skipped row."""
+
+
+def _line_numbers(n_rows: int, bad_rows: Sequence[_BadRow]) -> np.ndarray:
+    """The line (1-based, within the block) of each parsed row, the unparsed rows' lines left out."""
+    lines = np.arange(1, n_rows + 1, dtype=np.int64)
+    for bad in sorted(bad_rows, key=lambda bad: bad.line):
+        lines[lines >= bad.line] += bad.lines
+    return lines
+
+
+def _shown(text: str | bytes) -> str:
+    """A bad row's text as a message shows it: bytes escaped, long text cut."""
+    shown = text if isinstance(text, str) else text.decode("utf-8", errors="backslashreplace")
+    return shown if len(shown) <= _SHOWN_CHARS else shown[:_SHOWN_CHARS] + "..."
 
 
 def _rows_before(block: _Block) -> int:
@@ -400,9 +504,33 @@ def _rows_before(block: _Block) -> int:
     return int(newlines) - 1  # the header line
 
 
-def _parse_csv(data: bytes, header: tuple[str, ...], id_kinds: IdKinds) -> pa.Table:
-    """Typed parse; on a conversion error, a text parse that :func:`_validate` checks row by row."""
-    read_options = pacsv.ReadOptions(column_names=list(header), use_threads=False)
+def _parse_csv(data: bytes, header: tuple[str, ...], id_kinds: IdKinds) -> tuple[pa.Table, list[_BadRow]]:
+    """Typed parse; on a conversion error, a text parse that :func:`_check_rows` checks row by
+    row; on text that is not UTF-8, a parse of bytes whose invalid rows are set aside. Rows that
+    cannot be split into the header's fields are set aside too: they come back as bad rows."""
+    bad_rows: list[_BadRow] = []
+
+    def set_aside(row: pacsv.InvalidRow) -> str:
+        lines = row.text.count("\n") + 1  # an unclosed quote runs on over the lines after it
+        if row.text.count('"') % 2 or lines > 1:
+            problem = "an unclosed quote" + (f" (its value runs over {lines} lines)" if lines > 1 else "")
+        else:
+            problem = f"{row.actual_columns} fields where the header has {row.expected_columns}"
+        message = f"{problem}; fix the row or pass --on-bad-rows skip."
+        bad_rows.append(_BadRow(row.number or 0, "fields", message, _shown(row.text.split("\n", 1)[0]), lines))
+        return "skip"
+
+    def parse(types: dict[str, pa.DataType]) -> pa.Table:
+        bad_rows.clear()
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=list(header), use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=set_aside),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=list(REQUIRED_COLUMNS), strings_can_be_null=True
+            ),
+        )
+
     id_type = {"int": pa.int64(), "str": pa.string()}
     typed = {
         "timestamp": pa.int64(),
@@ -410,20 +538,31 @@ def _parse_csv(data: bytes, header: tuple[str, ...], id_kinds: IdKinds) -> pa.Ta
         "visitorid": id_type[id_kinds.visitorid],
         "itemid": id_type[id_kinds.itemid],
     }
-    convert = dict(include_columns=list(REQUIRED_COLUMNS), strings_can_be_null=True)
-    try:
-        return pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=read_options,
-            convert_options=pacsv.ConvertOptions(column_types=typed, **convert),
-        )
-    except pa.ArrowInvalid:
-        text = {name: pa.string() for name in REQUIRED_COLUMNS}
-        return pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=read_options,
-            convert_options=pacsv.ConvertOptions(column_types=text, **convert),
-        )
+    for types in (typed, dict.fromkeys(REQUIRED_COLUMNS, pa.string())):
+        try:
+            return parse(types), bad_rows
+        except pa.ArrowInvalid:
+            continue
+    return _valid_text(parse(dict.fromkeys(REQUIRED_COLUMNS, pa.binary())), bad_rows)
+
+
+def _valid_text(table: pa.Table, bad_rows: list[_BadRow]) -> tuple[pa.Table, list[_BadRow]]:
+    """A table of bytes as text, its rows with invalid UTF-8 set aside as bad rows."""
+    invalid = np.zeros(len(table), dtype=bool)
+    lines = _line_numbers(len(table), bad_rows)
+    found: list[_BadRow] = []
+    for name in REQUIRED_COLUMNS:
+        for row, value in enumerate(table.column(name).to_pylist()):
+            if value is None or invalid[row]:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                invalid[row] = True
+                message = "not valid UTF-8 text; re-encode the file as UTF-8 or pass --on-bad-rows skip."
+                found.append(_BadRow(int(lines[row]), name, message, _shown(value)))
+    kept = table.filter(pa.array(~invalid)).cast(pa.schema([(name, pa.string()) for name in table.column_names]))
+    return kept, sorted([*bad_rows, *found], key=lambda bad: bad.line)
 
 
 def _read_parquet_group(block: _Block, event_types: tuple[str, ...] | None) -> pa.Table:
@@ -435,6 +574,16 @@ def _read_parquet_group(block: _Block, event_types: tuple[str, ...] | None) -> p
     if event_types is None:
         return group.to_table(columns=list(REQUIRED_COLUMNS))
     return group.to_table(columns=list(REQUIRED_COLUMNS), filter=pc.field("event").isin(list(event_types)))
+
+
+def _has_line_break(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Which text values hold a line break: a quoted value that ran over lines, never an id or an
+    event type (CSV blocks are cut at line breaks, so such values cannot be read reliably)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return np.zeros(len(column), dtype=bool)
+    return np.asarray(pc.fill_null(pc.match_substring(column, "\n"), False), dtype=bool)
 
 
 def _typed_column(column: pa.ChunkedArray, name: str, id_kinds: IdKinds) -> tuple[np.ndarray | pd.Series, np.ndarray]:
@@ -449,7 +598,7 @@ def _typed_column(column: pa.ChunkedArray, name: str, id_kinds: IdKinds) -> tupl
     if kind == "str":
         text = column.cast(pa.string())
         filled = pc.fill_null(text, "")
-        return pd.Series(filled.to_numpy(zero_copy_only=False), dtype="str"), missing
+        return pd.Series(filled.to_numpy(zero_copy_only=False), dtype="str"), missing | _has_line_break(text)
     if pa.types.is_integer(column.type):
         integers: np.ndarray = np.asarray(pc.fill_null(column.cast(pa.int64()), 0), dtype=np.int64)
         return integers, missing

@@ -1,35 +1,37 @@
-"""Write a build's output: ``indicators.parquet`` and ``manifest.json``, never half-written.
+"""A finished build's files: ``indicators.parquet`` and ``manifest.json``, never half-written.
 
 The manifest is the completion marker: it is removed first, the table is written under a
 temporary name and renamed, and only then is the manifest written (also via a temporary name).
 A folder without ``manifest.json`` holds no complete build.
+
+This module reads and writes those files; it does not run a build (that is
+:func:`daskrec.pipeline.write_build`), so the readers of a build (indexing, serving) never load
+the build engine.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import logging
-import time
+import posixpath
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import IO, Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import BuildConfig
-from .pipeline import BuildReport, build_parts
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "INDICATORS_FILE",
     "MANIFEST_FILE",
-    "build_manifest",
-    "write_build",
+    "ROW_GROUP_ROWS",
+    "replacing",
     "write_output",
     "read_indicators",
     "read_manifest",
@@ -42,115 +44,71 @@ ROW_GROUP_ROWS = 4096
 MANIFEST_FILE = "manifest.json"
 
 
-def build_manifest(inputs: Sequence[str], config: BuildConfig, report: BuildReport) -> dict[str, Any]:
-    """What a build read, how it was configured, what it counted and how long it took (pure)."""
-    from . import __version__
+@contextmanager
+def replacing(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file to write ``url`` (a path or fsspec URL) through, renamed into place once complete.
 
-    return {
-        "daskrec_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": list(inputs),
-        "options": dataclasses.asdict(config),
-        "item_id_type": report.item_id_type,
-        "counts": report.counts,
-        "timings_s": report.timings,
-    }
+    Readers never see a half-written file: a task that runs again after its worker died, or a
+    build that fails mid-way, leaves at most a temporary file, which is removed.
 
-
-def write_build(
-    inputs: Sequence[str], out_dir: str, config: BuildConfig = BuildConfig(), *, show_progress: bool = False
-) -> BuildReport:
-    """Build the indicators of ``inputs`` straight into ``out_dir``, never holding the whole table.
-
-    The build's intermediates go to a scratch folder inside ``out_dir`` (so workers of a remote
-    cluster can reach it when ``out_dir`` is shared storage), removed afterwards. The table is
-    assembled from the item blocks' slices one at a time, then written as :func:`write_output`
-    does: atomically, manifest last.
-
-    Parameters
-    ----------
-    inputs
-        CSV or Parquet paths, globs or fsspec URLs.
-    out_dir
-        Folder to write into (a path or fsspec URL); created if missing.
-    config
-        The build's options.
-    show_progress
-        Show progress bars.
-
-    Returns
-    -------
-    BuildReport
-        Counts and stage timings (also in the manifest).
-
-    Raises
-    ------
-    InputError
-        Missing, empty or malformed input, or no events of the selected types.
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> target = os.path.join(tempfile.mkdtemp(), "x.txt")
+    >>> with replacing(target, "w") as f:
+    ...     _ = f.write("done")
+    >>> open(target).read()
+    'done'
     """
-    from .scratch import scratch_folder
-
-    with scratch_folder(f"{out_dir.rstrip('/')}/.scratch-{uuid.uuid4().hex[:12]}") as folder:
-        report, parts = build_parts(inputs, config, folder, show_progress=show_progress)
-        started = time.perf_counter()
-
-        def manifest() -> dict[str, Any]:  # called once the table is in place
-            report.timings["output"] = round(time.perf_counter() - started, 3)
-            return build_manifest(inputs, config, report)
-
-        _write_atomically(out_dir, lambda f: _concatenate(parts, f), manifest)
-    log.info("output: %d items written to %s", report.counts["items"], out_dir)
-    return report
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    folder, name = posixpath.split(path)
+    temporary = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with fs.open(temporary, mode) as f:
+            yield f
+        fs.mv(temporary, path)
+    finally:
+        if fs.exists(temporary):
+            fs.rm(temporary)
 
 
-def write_output(out_dir: str, table: pa.Table, manifest: dict[str, Any]) -> None:
-    """Write ``table`` and ``manifest`` into ``out_dir`` (a path or fsspec URL) atomically.
+def write_output(
+    out_dir: str,
+    table: pa.Table | Sequence[str],
+    manifest: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+) -> None:
+    """Write an indicators table and its manifest into ``out_dir`` (a path or fsspec URL) atomically.
 
     Parameters
     ----------
     out_dir
         Folder to write into; created if missing. An earlier build there is replaced.
     table
-        The indicators table.
+        The indicators table, or the URLs of Parquet slices of it, in order (copied one at a time).
     manifest
-        From :func:`build_manifest`.
+        From :func:`daskrec.pipeline.build_manifest`, or a function that returns it once the
+        table is in place (so that it can report the time the copy took).
     """
-    _write_atomically(
-        out_dir,
-        lambda f: pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS),
-        lambda: manifest,
-    )
-    log.info("output: %d items written to %s", table.num_rows, out_dir)
-
-
-def _write_atomically(
-    out_dir: str, write_table: Callable[[IO[bytes]], None], manifest: Callable[[], dict[str, Any]]
-) -> None:
-    """Remove the manifest, write the table under a temporary name and rename it, then write the
-    manifest (also via a temporary name)."""
     fs, root = fsspec.core.url_to_fs(out_dir)
     fs.makedirs(root, exist_ok=True)
     manifest_path = f"{root}/{MANIFEST_FILE}"
     if fs.exists(manifest_path):
         fs.rm(manifest_path)
-    token = uuid.uuid4().hex[:12]
-    table_tmp = f"{root}/.{INDICATORS_FILE}.{token}.tmp"
-    manifest_tmp = f"{root}/.{MANIFEST_FILE}.{token}.tmp"
-    try:
-        with fs.open(table_tmp, "wb") as f:
-            write_table(f)
-        fs.mv(table_tmp, f"{root}/{INDICATORS_FILE}")
-        with fs.open(manifest_tmp, "w") as f:
-            json.dump(manifest(), f, indent=2, default=str)
-            f.write("\n")
-        fs.mv(manifest_tmp, manifest_path)
-    finally:
-        for leftover in (table_tmp, manifest_tmp):
-            if fs.exists(leftover):
-                fs.rm(leftover)
+    base = out_dir.rstrip("/")
+    with replacing(f"{base}/{INDICATORS_FILE}") as sink:
+        if isinstance(table, pa.Table):
+            pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        else:
+            _concatenate(table, sink)
+    written = manifest() if callable(manifest) else manifest
+    with replacing(f"{base}/{MANIFEST_FILE}", "w") as f:
+        json.dump(written, f, indent=2, default=str)
+        f.write("\n")
+    log.info("output: indicators written to %s", out_dir)
 
 
-def _concatenate(parts: list[str], sink: IO[bytes]) -> None:
+def _concatenate(parts: Sequence[str], sink: IO[bytes]) -> None:
     """Copy the slices into one table in ``sink``, in row groups of :data:`ROW_GROUP_ROWS`,
     holding one slice at a time."""
     writer: pq.ParquetWriter | None = None
@@ -182,12 +140,15 @@ def indicators_url(out_dir: str) -> str:
 
     Raises
     ------
-    FileNotFoundError
+    InputError
         ``out_dir`` holds no complete build (no manifest).
     """
     fs, root = fsspec.core.url_to_fs(out_dir)
     if not fs.exists(f"{root}/{MANIFEST_FILE}"):
-        raise FileNotFoundError(f"{out_dir} holds no complete build (no {MANIFEST_FILE}); run `daskrec build` first.")
+        raise InputError(
+            f"holds no complete build (no {MANIFEST_FILE}); check the folder or run `daskrec build ... --out` first.",
+            path=out_dir,
+        )
     return f"{out_dir.rstrip('/')}/{INDICATORS_FILE}"
 
 
@@ -196,7 +157,7 @@ def read_manifest(out_dir: str) -> dict[str, Any]:
 
     Raises
     ------
-    FileNotFoundError
+    InputError
         ``out_dir`` holds no complete build.
     """
     url = indicators_url(out_dir).rsplit("/", 1)[0] + f"/{MANIFEST_FILE}"
@@ -210,7 +171,7 @@ def read_indicators(out_dir: str) -> pa.Table:
 
     Raises
     ------
-    FileNotFoundError
+    InputError
         ``out_dir`` holds no complete build (no manifest).
     """
     with fsspec.open(indicators_url(out_dir), "rb") as f:

@@ -21,9 +21,12 @@ Each stage is waited for before the next is planned, so its time is measured.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import math
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,7 +47,7 @@ from .config import BuildConfig, IndicatorConfig
 from .errors import DataWarning, InputError
 from .indicators import IndicatorBlock, indicator_block
 from .ingest import (
-    REQUIRED_COLUMNS,
+    BAD_ROW_CAUSES,
     EventFile,
     IdKinds,
     StringIdsFound,
@@ -52,11 +55,22 @@ from .ingest import (
     keep_recent,
     read_events,
 )
+from .output import write_output
 from .scheduling import materialise, scheduler_threads, task_memory_bytes, worker_memory_bytes
+from .schema import ITEM_COLUMN, indicator_field, scores_field
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildReport", "BuildResult", "ItemCounts", "build_indicators", "build_parts", "indicator_table"]
+__all__ = [
+    "BuildReport",
+    "BuildResult",
+    "ItemCounts",
+    "build_indicators",
+    "build_manifest",
+    "build_parts",
+    "indicator_table",
+    "write_build",
+]
 
 _BLOCKS_PER_THREAD = 4
 _BYTES_PER_GATHERED_ENTRY = 40
@@ -112,7 +126,7 @@ def build_indicators(
     scratch_url: str | None = None,
 ) -> BuildResult:
     """Compute every item's indicators from an events log, following the SPEC recipe, and return
-    them in memory. To write a large build straight to storage use :func:`~daskrec.output.write_build`.
+    them in memory. To write a large build straight to storage use :func:`write_build`.
 
     Parameters
     ----------
@@ -147,6 +161,65 @@ def build_indicators(
             with fsspec.open(url, "rb") as f:
                 tables.append(pq.read_table(f))
     return BuildResult(table=pa.concat_tables(tables), report=report)
+
+
+def build_manifest(inputs: Sequence[str], config: BuildConfig, report: BuildReport) -> dict[str, Any]:
+    """What a build read, how it was configured, what it counted and how long it took (pure)."""
+    from . import __version__
+
+    return {
+        "daskrec_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": list(inputs),
+        "options": dataclasses.asdict(config),
+        "item_id_type": report.item_id_type,
+        "counts": report.counts,
+        "timings_s": report.timings,
+    }
+
+
+def write_build(
+    inputs: Sequence[str], out_dir: str, config: BuildConfig = BuildConfig(), *, show_progress: bool = False
+) -> BuildReport:
+    """Build the indicators of ``inputs`` straight into ``out_dir``, never holding the whole table.
+
+    The build's intermediates go to a scratch folder inside ``out_dir`` (so workers of a remote
+    cluster can reach it when ``out_dir`` is shared storage), removed afterwards. The table is
+    assembled from the item blocks' slices one at a time, then written as
+    :func:`~daskrec.output.write_output` does: atomically, manifest last.
+
+    Parameters
+    ----------
+    inputs
+        CSV or Parquet paths, globs or fsspec URLs.
+    out_dir
+        Folder to write into (a path or fsspec URL); created if missing.
+    config
+        The build's options.
+    show_progress
+        Show progress bars.
+
+    Returns
+    -------
+    BuildReport
+        Counts and stage timings (also in the manifest).
+
+    Raises
+    ------
+    InputError
+        Missing, empty or malformed input, or no events of the selected types.
+    """
+    with scratch.scratch_folder(f"{out_dir.rstrip('/')}/.scratch-{uuid.uuid4().hex[:12]}") as folder:
+        report, parts = build_parts(inputs, config, folder, show_progress=show_progress)
+        started = time.perf_counter()
+
+        def manifest() -> dict[str, Any]:  # called once the table is in place
+            report.timings["output"] = round(time.perf_counter() - started, 3)
+            return build_manifest(inputs, config, report)
+
+        write_output(out_dir, parts, manifest)
+    log.info("output: %d items written to %s", report.counts["items"], out_dir)
+    return report
 
 
 def build_parts(
@@ -247,10 +320,10 @@ def _recent_rows(
         "partitions": len(parts),
         "trending_since_ms": _trending_since(stats, config.ingest.trending_days),
     }
-    for column in REQUIRED_COLUMNS:
-        counts[f"skipped_bad_{column}"] = sum(s[f"skipped_bad_{column}"] for s in stats)
+    for cause in BAD_ROW_CAUSES:
+        counts[f"skipped_bad_{cause}"] = sum(s[f"skipped_bad_{cause}"] for s in stats)
     if counts["events_skipped"]:
-        by_column = {c: counts[f"skipped_bad_{c}"] for c in REQUIRED_COLUMNS if counts[f"skipped_bad_{c}"]}
+        by_column = {c: counts[f"skipped_bad_{c}"] for c in BAD_ROW_CAUSES if counts[f"skipped_bad_{c}"]}
         warnings.warn(
             f"skipped {counts['events_skipped']} malformed rows (by first bad column: {by_column}); "
             "the manifest counts them. Use on_bad_rows='error' to stop at the first one instead.",
@@ -322,8 +395,8 @@ def _route_by_visitor(frame: pd.DataFrame, n_buckets: int, url: str) -> dict[str
     id; count what was read and skipped."""
     bad = frame["bad_column"].to_numpy()
     stats = {"events_read": len(frame), "events_skipped": int(np.count_nonzero(bad))}
-    for code, column in enumerate(REQUIRED_COLUMNS, start=1):
-        stats[f"skipped_bad_{column}"] = int(np.count_nonzero(bad == code))
+    for code, cause in enumerate(BAD_ROW_CAUSES, start=1):
+        stats[f"skipped_bad_{cause}"] = int(np.count_nonzero(bad == code))
     # Positions are not written: a bucket reads its batches in partition order, and a batch keeps
     # its partition's row order, so a bucket's rows arrive in input order.
     good = frame[bad == 0].drop(columns=["bad_column", "position"])
@@ -477,7 +550,7 @@ def _indicator_part(
         "indicators": int(block.counts.sum()),
     }
     for name, field in zip(config.ingest.cross_event_types, block.fields[1:]):
-        counts[f"{name}_indicators"] = int(field.counts.sum())
+        counts[indicator_field(name)] = int(field.counts.sum())
     return counts
 
 
@@ -524,12 +597,13 @@ def indicator_table(
         ``trending`` (int64, see :class:`ItemCounts`), one row per item of the block.
     """
     ids = vocabulary.to_numpy()
-    columns: dict[str, pa.Array] = {"item": pa.array(ids[block.start : block.stop])}
-    for prefix, field in zip(("", *(f"{name}_" for name in cross_types)), block.fields):
+    columns: dict[str, pa.Array] = {ITEM_COLUMN: pa.array(ids[block.start : block.stop])}
+    for event_type, field in zip((None, *cross_types), block.fields):
         offsets = pa.array(np.r_[0, np.cumsum(field.counts)].astype(np.int32))
-        indicator_ids = pa.array(ids[field.item_codes.astype(np.int64)], type=columns["item"].type)
-        columns[f"{prefix}indicators"] = pa.ListArray.from_arrays(offsets, indicator_ids)
-        columns[f"{prefix}scores"] = pa.ListArray.from_arrays(offsets, pa.array(field.scores, type=pa.float64()))
+        indicator_ids = pa.array(ids[field.item_codes.astype(np.int64)], type=columns[ITEM_COLUMN].type)
+        name = indicator_field(event_type)
+        columns[name] = pa.ListArray.from_arrays(offsets, indicator_ids)
+        columns[scores_field(name)] = pa.ListArray.from_arrays(offsets, pa.array(field.scores, type=pa.float64()))
     for name in ("popularity", "trending"):
         columns[name] = pa.array(np.asarray(getattr(item_counts, name)[block.start : block.stop], dtype=np.int64))
     return pa.table(columns)

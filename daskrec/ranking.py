@@ -14,7 +14,7 @@ everybody's indicator says little.
 The layouts differ only in ``tf``:
 
 * ``weighted`` (the default): ``tf`` is the indicator's root-LLR score rounded to an integer
-  (1 to :data:`MAX_TERM_FREQUENCY`), stored by repeating the id's token in a whitespace-analysed
+  (1 to :data:`~daskrec.schema.MAX_TERM_FREQUENCY`), stored by repeating the id's token in a whitespace-analysed
   text field; a strong co-occurrence counts for more than a weak one. Elasticsearch's core has
   no ``rank_features`` without the mapper-extras module, and repeated terms work on every
   distribution.
@@ -37,17 +37,13 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from .config import Backfill, Layout, check_backfill
+from .config import Backfill, check_backfill
+from .errors import ConfigError
+from .schema import LINEAR_K1, Layout, indicator_field, indicator_fields, scores_field, term_frequencies
 
-__all__ = ["LINEAR_K1", "Layout", "Recommendation", "Scorer", "term_frequencies", "clause_scores"]
-
-LINEAR_K1 = 1000.0
-"""BM25's ``k1`` for indicator fields: ``tf / (tf + k1)`` is within 5% of linear up to tf = 50."""
+__all__ = ["Recommendation", "Scorer", "clause_scores"]
 
 _BATCH_USERS = 256
-PRIMARY_FIELD = "indicators"
-"""Document field and table column of the primary indicators; a cross-occurrence type ``t``
-adds ``t_indicators``."""
 
 
 @dataclass(frozen=True)
@@ -60,28 +56,6 @@ class Recommendation:
     """The ranking score of an indicator match; 0 for popularity backfill."""
     reason: Literal["indicators", "popularity", "trending"]
     """Why it was recommended."""
-
-
-MAX_TERM_FREQUENCY = 32
-"""Most copies of one indicator in the ``weighted`` field: bounds a document's size (scores grow
-with the square root of the log's size; on the real datasets 99% of them are below 11)."""
-
-
-def term_frequencies(scores: np.ndarray, layout: Layout) -> np.ndarray:
-    """How often each indicator id is written to the searched field: its rounded score, at
-    least 1 and at most :data:`MAX_TERM_FREQUENCY` (always 1 in the ``keyword`` layout).
-
-    Examples
-    --------
-    >>> term_frequencies(np.array([12.4, 5.6, 0.3, 80.0]), "weighted").tolist()
-    [12, 6, 1, 32]
-    >>> term_frequencies(np.array([12.4, 5.6, 0.3]), "keyword").tolist()
-    [1, 1, 1]
-    """
-    if layout == "keyword":
-        return np.ones(len(scores), dtype=np.int64)
-    counts: np.ndarray = np.clip(np.rint(scores), 1, MAX_TERM_FREQUENCY).astype(np.int64)
-    return counts
 
 
 def clause_scores(tf: np.ndarray, df: np.ndarray, doc_count: int, boost: float = 1.0) -> np.ndarray:
@@ -120,8 +94,6 @@ class Scorer:
     def __init__(self, table: pa.Table, layout: Layout = "weighted") -> None:
         """Index ``table`` (``item``, ``indicators``, ``scores``, any ``<type>_indicators`` and
         ``<type>_scores``, ``popularity``, ``trending`` if the build has it) as ``layout``."""
-        from .index import indicator_fields, scores_field
-
         ids = table.column("item").to_numpy(zero_copy_only=False)
         self.items: list[object] = ids.tolist()
         """Every item id, by code."""
@@ -156,7 +128,10 @@ class Scorer:
         """History item x candidate clause scores of ``field`` with ``boost``."""
         if (field, boost) not in self._weights:
             if field not in self._fields:
-                raise ValueError(f"the indicators have no field {field!r} (they have {sorted(self._fields)})")
+                raise ConfigError(
+                    f"field {field!r}: the indicators have no such field (they have {sorted(self._fields)}); "
+                    "check the cross types and field boosts against the build's --cross."
+                )
             index = self._fields[field]
             values = clause_scores(index.tf, index.df[index.history_items], index.doc_count, boost)
             n_items = len(self.items)
@@ -199,7 +174,10 @@ class Scorer:
         """
         check_backfill(backfill)
         boosts = boosts or {}
-        searched = {PRIMARY_FIELD: histories, **{f"{name}_{PRIMARY_FIELD}": lists for name, lists in (cross_histories or {}).items()}}
+        unknown = sorted(set(boosts) - set(self._fields))
+        if unknown:
+            raise ConfigError(f"boosts: {unknown} are not indicator fields of these indicators (they have {sorted(self._fields)}).")
+        searched = {indicator_field(): histories, **{indicator_field(name): lists for name, lists in (cross_histories or {}).items()}}
         weights = {field: self._field_weights(field, float(boosts.get(field, 1.0))) for field in searched}
         out: list[list[Recommendation]] = []
         for start in range(0, len(histories), _BATCH_USERS):

@@ -22,13 +22,10 @@ or not.
 
 from __future__ import annotations
 
-import posixpath
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO
 
 import fsspec
 import numpy as np
@@ -36,6 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+
+from .output import replacing
 
 __all__ = [
     "scratch_folder",
@@ -73,31 +72,12 @@ def scratch_folder(url: str | None) -> Iterator[str]:
             fs.rm(root, recursive=True)
 
 
-@contextmanager
-def _replacing(url: str) -> Iterator[IO[bytes]]:
-    """A file to write ``url`` through, renamed into place once complete.
-
-    A task that runs again (after its worker died) then never shows a half-written file to a
-    task already reading the first copy.
-    """
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    temporary = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with fs.open(temporary, "wb") as f:
-            yield f
-        fs.mv(temporary, path)
-    finally:
-        if fs.exists(temporary):
-            fs.rm(temporary)
-
-
 def write_routed(url: str, frame: pd.DataFrame, bounds: np.ndarray) -> None:
     """Write ``frame`` (rows sorted by bucket) with rows ``bounds[b]:bounds[b+1]`` as batch ``b``."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     chunks = table.combine_chunks().to_batches()
     rows = chunks[0] if chunks else pa.RecordBatch.from_pylist([], schema=table.schema)
-    with _replacing(url) as f, pa.ipc.new_file(f, table.schema) as writer:
+    with replacing(url) as f, pa.ipc.new_file(f, table.schema) as writer:
         for bucket in range(len(bounds) - 1):
             writer.write_batch(rows.slice(bounds[bucket], bounds[bucket + 1] - bounds[bucket]))
 
@@ -112,7 +92,7 @@ def read_routed(url: str, bucket: int) -> pd.DataFrame:
 def write_frame(url: str, frame: pd.DataFrame) -> None:
     """Write a frame as one Arrow IPC file."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    with _replacing(url) as f, pa.ipc.new_file(f, table.schema) as writer:
+    with replacing(url) as f, pa.ipc.new_file(f, table.schema) as writer:
         writer.write_table(table)
 
 
@@ -136,7 +116,7 @@ def write_block(url: str, block: sp.csr_array, user_keys: np.ndarray | None = No
     }
     if user_keys is not None:
         arrays["user_keys"] = user_keys
-    with _replacing(url) as f:
+    with replacing(url) as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs take the names for its own flags
 
 
@@ -151,7 +131,7 @@ def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
 
 def write_split(url: str, pieces: Iterable[sp.csr_array]) -> None:
     """Write row pieces as consecutive batches (``items`` and ``counts`` list columns, a row a user)."""
-    with _replacing(url) as f:
+    with replacing(url) as f:
         writer: pa.ipc.RecordBatchFileWriter | None = None
         for piece in pieces:
             offsets = pa.array(piece.indptr.astype(np.int32 if piece.nnz < 2**31 else np.int64))
@@ -183,5 +163,5 @@ def read_split(url: str, piece: int, n_items: int) -> sp.csr_array:
 
 def write_part(url: str, table: pa.Table) -> None:
     """Write one item block's slice of the indicators table."""
-    with _replacing(url) as f:
+    with replacing(url) as f:
         pq.write_table(table, f, compression="none")  # scratch: read once, compressed in the output

@@ -21,10 +21,10 @@ from typing import Any, Literal
 from elasticsearch import Elasticsearch
 from elasticsearch.exceptions import NotFoundError
 
-from .config import Backfill, Layout, check_backfill
+from .config import Backfill, check_backfill
 from .errors import InputError
-from .index import PROPERTIES, WEIGHTED_PREFIX, search_field, search_token
-from .ranking import PRIMARY_FIELD, Recommendation
+from .ranking import Recommendation
+from .schema import ID_FIELD, WEIGHTED_PREFIX, Layout, indicator_field, layout_of, property_field, search_field, search_token
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ class ItemFilter:
         history excluded too."""
         excluded = _unique_text([*history, *self.exclude])
         must_not: list[dict[str, Any]] = [{"ids": {"values": excluded}}] if excluded else []
-        must_not += [{"terms": {f"{PROPERTIES}.{name}": list(values)}} for name, values in self.exclude_where.items()]
+        must_not += [{"terms": {property_field(name): list(values)}} for name, values in self.exclude_where.items()]
         return {
-            "filter": [{"terms": {f"{PROPERTIES}.{name}": list(values)}} for name, values in self.include.items()],
+            "filter": [{"terms": {property_field(name): list(values)}} for name, values in self.include.items()],
             "must_not": must_not,
         }
 
@@ -104,14 +104,14 @@ def history_query(
             "function_score": {
                 "query": query,
                 "functions": [
-                    {"filter": {"term": {f"{PROPERTIES}.{name}": value}}, "weight": factor}
+                    {"filter": {"term": {property_field(name): value}}, "weight": factor}
                     for name, value, factor in item_filter.boosts
                 ],
                 "score_mode": "multiply",
                 "boost_mode": "multiply",
             }
         }
-    return {"size": k, "_source": ["id"], "query": query, "sort": ["_score", {"id": "asc"}]}
+    return {"size": k, "_source": [ID_FIELD], "query": query, "sort": ["_score", {ID_FIELD: "asc"}]}
 
 
 def popularity_query(
@@ -129,9 +129,9 @@ def popularity_query(
     trending = [{"trending": {"order": "desc", "unmapped_type": "long"}}] if by == "trending" else []
     return {
         "size": k,
-        "_source": ["id"],
+        "_source": [ID_FIELD],
         "query": {"bool": item_filter.clauses(exclude)},
-        "sort": [*trending, {"popularity": "desc"}, {"id": "asc"}],
+        "sort": [*trending, {"popularity": "desc"}, {ID_FIELD: "asc"}],
     }
 
 
@@ -162,14 +162,14 @@ def similar(
         ``error`` raises :class:`InputError` for an unknown item; ``empty`` returns ``[]``.
     """
     try:
-        document = client.get(index=index, id=str(item), source_includes=["indicators"])
+        document = client.get(index=index, id=str(item), source_includes=[indicator_field()])
     except NotFoundError as err:
         if err.error == "index_not_found_exception":
             raise _no_index(index) from None
         if missing == "empty":
             return []
         raise InputError(f"item {item!r} is not in index {index!r}; check the id (ids are case- and type-exact).") from None
-    indicators: list[object] = document["_source"].get("indicators", [])
+    indicators: list[object] = document["_source"].get(indicator_field(), [])
     return indicators
 
 
@@ -208,11 +208,11 @@ def recommend(
     if k < 1:
         return []
     try:
-        cross = {f"{name}_{PRIMARY_FIELD}": items for name, items in (cross_histories or {}).items()}
+        cross = {indicator_field(name): items for name, items in (cross_histories or {}).items()}
         has_history = bool(len(history)) or any(len(items) for items in cross.values())
 
         def search(chosen: Layout) -> list[dict[str, Any]]:
-            histories = {search_field(PRIMARY_FIELD, chosen): history}
+            histories = {search_field(indicator_field(), chosen): history}
             histories.update({search_field(name, chosen): items for name, items in cross.items()})
             field_boosts = {search_field(name, chosen): boost for name, boost in (boosts or {}).items()}
             body = history_query(histories, k, field_boosts, item_filter, exclude=history)
@@ -220,11 +220,11 @@ def recommend(
             return hits
 
         hits = _search_in_layout(client, index, layout, search) if has_history else []
-        found = [Recommendation(hit["_source"]["id"], float(hit["_score"]), "indicators") for hit in hits]
+        found = [Recommendation(hit["_source"][ID_FIELD], float(hit["_score"]), "indicators") for hit in hits]
         if backfill != "off" and len(found) < k:
             exclude = [*history, *(r.item for r in found)]
             extra = client.search(index=index, body=popularity_query(exclude, k - len(found), item_filter, backfill))
-            found += [Recommendation(hit["_source"]["id"], 0.0, backfill) for hit in extra["hits"]["hits"]]
+            found += [Recommendation(hit["_source"][ID_FIELD], 0.0, backfill) for hit in extra["hits"]["hits"]]
     except NotFoundError:
         raise _no_index(index) from None
     return found
@@ -261,8 +261,7 @@ def _read_layout(client: Elasticsearch, index: str) -> tuple[str, Layout]:
     generations written before layouts existed); remembered for :func:`_search_in_layout`."""
     mappings = client.indices.get_mapping(index=index)
     generation, body = next(iter(mappings.items()))
-    meta = body["mappings"].get("_meta", {})
-    layout: Layout = "weighted" if meta.get("daskrec_layout") == "weighted" else "keyword"
+    layout = layout_of(body["mappings"].get("_meta", {}))
     _LAYOUTS[id(client), index] = (generation, layout)
     return generation, layout
 

@@ -18,6 +18,8 @@ import pytest
 from daskrec import BuildConfig, IngestConfig, build_indicators, generate_events
 from daskrec.synth import SynthConfig
 
+pytestmark = pytest.mark.slow  # starts processes
+
 SCRIPT = Path(__file__).resolve().parents[1] / "cluster" / "dask-local.sh"
 
 

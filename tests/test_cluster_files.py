@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # starts processes
+
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 
 

@@ -1,22 +1,27 @@
-"""The bodies sent to Elasticsearch and the connection settings (no server needed)."""
+"""Indexing: the bodies sent (pure, no server), then loads into a real node (integration): every
+item exact, swaps under queries, rejected documents, 429s, a node killed mid-load."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
+import os
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import EVERY_TYPE, REAL_DATASETS, build_into, real_dataset
+from elasticsearch import Elasticsearch, helpers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daskrec import ConfigError, IndexConfig, InputError, ServiceError
+from daskrec import IndexConfig, IndexingError, InputError, recommend, similar, write_index, write_output
 from daskrec.es import EsSettings, connect_es
 from daskrec.index import (
     alias_actions,
@@ -25,11 +30,9 @@ from daskrec.index import (
     index_template,
     indicator_documents,
     read_item_properties,
-    search_token,
     stale_generations,
 )
-from daskrec.ranking import term_frequencies
-from daskrec.serve import ItemFilter, history_query, popularity_query
+from daskrec.schema import search_token, term_frequencies
 
 
 def test_documents_and_actions_keep_ids_exact() -> None:
@@ -118,105 +121,6 @@ def test_alias_moves_in_one_call() -> None:
     ]
 
 
-def test_history_query_has_a_term_clause_per_item_and_excludes_the_history() -> None:
-    history = [1, "b c", 1]
-    body = history_query({"indicators": history, "view_indicators": ["v"]}, 5, {"view_indicators": 0.5}, exclude=history)
-    clauses = body["query"]["bool"]["should"]
-    assert {"term": {"indicators": {"value": "b c", "boost": 1.0}}} in clauses
-    assert {"term": {"view_indicators": {"value": "v", "boost": 0.5}}} in clauses
-    assert len(clauses) == 3 and body["size"] == 5  # a repeated history item counts once
-    assert body["query"]["bool"]["must_not"] == [{"ids": {"values": ["1", "b c"]}}]
-    assert body["sort"] == ["_score", {"id": "asc"}]
-    backfill = popularity_query(["1"], 3)
-    assert backfill["sort"][0] == {"popularity": "desc"} and backfill["size"] == 3
-    trending = popularity_query(["1"], 3, by="trending")["sort"]
-    assert trending == [{"trending": {"order": "desc", "unmapped_type": "long"}}, {"popularity": "desc"}, {"id": "asc"}]
-
-
-def test_filters_apply_to_matches_and_backfill_alike() -> None:
-    rules = ItemFilter(
-        exclude=("x",), include={"genre": ["jazz", "folk"]}, exclude_where={"label": ["bad"]}, boosts=[("era", "60s", 2.0)]
-    )
-    body = history_query({"weighted_indicators": ["a b"]}, 3, None, rules, exclude=["a"])
-    assert body["query"]["function_score"]["query"]["bool"]["should"][0]["term"]["weighted_indicators"]["value"] == "a%20b"
-    scored = body["query"]["function_score"]
-    assert scored["functions"] == [{"filter": {"term": {"properties.era": "60s"}}, "weight": 2.0}]
-    inner = scored["query"]["bool"]
-    assert inner["filter"] == [{"terms": {"properties.genre": ["jazz", "folk"]}}]
-    assert inner["must_not"] == [{"ids": {"values": ["a", "x"]}}, {"terms": {"properties.label": ["bad"]}}]
-    backfill = popularity_query(["a", "y"], 2, rules)["query"]["bool"]
-    assert backfill["filter"] == inner["filter"]
-    assert backfill["must_not"][0] == {"ids": {"values": ["a", "y", "x"]}}
-
-
-def test_settings_validate_and_hide_secrets() -> None:
-    settings = EsSettings(url="https://es:9200", api_key="c2VjcmV0LWtleQ==")
-    assert "c2VjcmV0" not in repr(settings)
-    assert EsSettings(username="u", password="hunter2").client_options()["basic_auth"] == ("u", "hunter2")
-    assert "hunter2" not in repr(EsSettings(username="u", password="hunter2"))
-    for bad in (dict(url="es:9200"), dict(username="u"), dict(api_key="k", username="u", password="p")):
-        with pytest.raises(ConfigError):
-            EsSettings(**bad)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="alias"):
-        IndexConfig(alias="Items 2")
-
-
-def test_unreachable_server_is_a_clear_error_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
-    settings = EsSettings(url="http://127.0.0.1:9", api_key="do-not-print-me", max_retries=0, request_timeout=2)
-    with pytest.raises(ServiceError, match="unreachable") as caught:
-        connect_es(settings)
-    assert "do-not-print-me" not in str(caught.value)
-    assert "do-not-print-me" not in caplog.text
-
-
-class _Answers(BaseHTTPRequestHandler):
-    """Answers every request with one status and body, as a server of that kind would."""
-
-    status = 200
-    body: dict[str, object] = {}
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        payload = json.dumps(self.body).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Elastic-Product", "Elasticsearch")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def answering_server(request: pytest.FixtureRequest) -> Iterator[str]:
-    status, body = request.param
-    handler = type("Handler", (_Answers,), {"status": status, "body": body})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.mark.parametrize(
-    ("answering_server", "message"),
-    [
-        ((401, {"error": {"type": "security_exception"}, "status": 401}), "refused the credentials"),
-        ((200, {"cluster_name": "old", "nodes": {"n": {"version": "8.15.0"}}}), "does not match"),
-    ],
-    indirect=["answering_server"],
-    ids=["wrong-credentials", "other-major-version"],
-)
-def test_credentials_and_version_are_checked_first(answering_server: str, message: str) -> None:
-    settings = EsSettings(url=answering_server, username="elastic", password="s3cret-pw", max_retries=0)
-    with pytest.raises(ServiceError, match=message) as caught:
-        connect_es(settings)
-    assert "s3cret-pw" not in str(caught.value)
-
-
 def test_item_properties_are_read_with_clear_errors(tmp_path: Path) -> None:
     good = tmp_path / "items.csv"
     good.write_text("item,genres,year\n1,Comedy|Drama,1995\n2,,1996\n")
@@ -241,3 +145,164 @@ def test_item_properties_are_read_with_clear_errors(tmp_path: Path) -> None:
     text_ids.write_text("item,genre\nx1,a\n")
     with pytest.raises(InputError, match="integers"):
         read_item_properties(str(text_ids), pa.int64())
+
+
+# ------------------------------------------------------------------- against a real node
+
+ROOT = Path(__file__).resolve().parents[1]
+ES_SCRIPT = ROOT / "cluster" / "elasticsearch" / "es.sh"
+SPARE_PORT = 9201
+
+
+def documents(settings: EsSettings, index: str) -> dict[object, list[object]]:
+    with Elasticsearch(**settings.client_options()) as client:
+        return {hit["_source"]["id"]: hit["_source"]["indicators"] for hit in helpers.scan(client, index=index)}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dataset", REAL_DATASETS)
+def test_every_item_indexed_exactly(tmp_path: Path, es_settings: EsSettings, alias: str, dataset: str) -> None:
+    table = build_into(tmp_path / "out", real_dataset(dataset))
+    report = write_index(str(tmp_path / "out"), es_settings, IndexConfig(alias=alias, replicas=0))
+    assert report.documents == table.num_rows
+    with connect_es(es_settings) as client:
+        assert client.count(index=alias)["count"] == table.num_rows
+    assert documents(es_settings, alias) == dict(zip(table.column("item").to_pylist(), table.column("indicators").to_pylist()))
+
+
+
+@pytest.mark.integration
+def test_reindex_while_querying(tmp_path: Path, es_settings: EsSettings, alias: str, generated: Path) -> None:
+    table = build_into(tmp_path / "out", generated, EVERY_TYPE)
+    config = IndexConfig(alias=alias, keep=1, replicas=0)
+    first = write_index(str(tmp_path / "out"), es_settings, config)
+    item = next(r for r in table.to_pylist() if r["indicators"])
+    errors: list[BaseException] = []
+    empty = 0
+    queries = 0
+    done = threading.Event()
+
+    def query_loop() -> None:
+        nonlocal empty, queries
+        with connect_es(es_settings) as client:
+            while not done.is_set():
+                try:
+                    empty += not similar(client, item["item"], index=alias)
+                    empty += not recommend(client, item["indicators"][:2], 5, index=alias)
+                    queries += 2
+                except BaseException as err:  # noqa: BLE001
+                    errors.append(err)
+
+    loop = threading.Thread(target=query_loop)
+    loop.start()
+    try:
+        second = write_index(str(tmp_path / "out"), es_settings, config)
+    finally:
+        done.set()
+        loop.join()
+    assert not errors and empty == 0 and queries > 10
+    with connect_es(es_settings) as client:
+        assert list(client.indices.get_alias(name=alias)) == [second.index]
+        assert not client.indices.exists(index=first.index)
+    assert second.deleted == (first.index,)
+
+
+@pytest.mark.integration
+def test_rejected_documents_leave_the_alias_alone(
+    tmp_path: Path, es_settings: EsSettings, alias: str, generated: Path
+) -> None:
+    build_into(tmp_path / "good", generated, EVERY_TYPE)
+    live = write_index(str(tmp_path / "good"), es_settings, IndexConfig(alias=alias, replicas=0))
+    bad = pa.table({"item": ["ok", "bad"], "indicators": [[], []], "scores": [[], []], "popularity": ["1", "lots"]})
+    write_output(str(tmp_path / "bad"), bad, {"test": True})  # "lots" is no long: that document is refused
+    with pytest.raises(IndexingError, match="1 documents were rejected") as caught:
+        write_index(str(tmp_path / "bad"), es_settings, IndexConfig(alias=alias, replicas=0))
+    assert "bad: " in str(caught.value) and "document_parsing_exception" in str(caught.value)
+    with connect_es(es_settings) as client:
+        assert list(client.indices.get_alias(name=alias)) == [live.index]
+        assert list(client.indices.get(index=f"{alias}-*")) == [live.index]
+
+
+# ------------------------------------------------------------------ a node of our own to break
+
+
+def spare_node(extra: str = "") -> str:
+    env = {**os.environ, "ES_PORT": str(SPARE_PORT), "ES_EXTRA": extra, "ES_HEAP": "384m"}
+    started = subprocess.run([str(ES_SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    return started.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def spare() -> Iterator[EsSettings]:
+    """A second node on port 9201 with a one-slot write queue (so bulk loads meet 429s)."""
+    url = spare_node("-Ethread_pool.write.size=1 -Ethread_pool.write.queue_size=1")
+    yield EsSettings(url=url, max_retries=8, request_timeout=10)
+    subprocess.run([str(ES_SCRIPT), "down"], env={**os.environ, "ES_PORT": str(SPARE_PORT)}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def many_items(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("many") / "out"
+    n = 70_000
+    table = pa.table(
+        {
+            "item": pa.array(range(n), pa.int64()),
+            "indicators": [[(i + d) % n for d in range(1, 11)] for i in range(n)],
+            "scores": [[10.0 - d for d in range(10)] for _ in range(n)],
+            "popularity": pa.array([n - i for i in range(n)], pa.int64()),
+        }
+    )
+    write_output(str(out), table, {"test": True})
+    return out
+
+
+@pytest.mark.integration
+def test_429s_are_retried_and_nothing_is_lost(spare: EsSettings, many_items: Path) -> None:
+    from distributed import Client
+
+    with Client(processes=False, n_workers=1, threads_per_worker=4, dashboard_address=":0"):
+        write_index(str(many_items), spare, IndexConfig(alias="retry", replicas=0, chunk_size=200))
+    with connect_es(spare) as client:
+        assert client.count(index="retry")["count"] == 70_000
+        stats = client.nodes.stats(metric="thread_pool")["nodes"]
+        rejected = sum(node["thread_pool"]["write"]["rejected"] for node in stats.values())
+    assert rejected > 0, "the node never refused a bulk request: the test did not exercise retries"
+
+
+@pytest.mark.integration
+def test_node_killed_mid_load(spare: EsSettings, many_items: Path, tmp_path: Path) -> None:
+    small = pa.table({"item": [1, 2], "indicators": [[2], [1]], "scores": [[6.0], [6.0]], "popularity": [2, 1]})
+    write_output(str(tmp_path / "small"), small, {"test": True})
+    config = IndexConfig(alias="killed", replicas=0, chunk_size=100)
+    live = write_index(str(tmp_path / "small"), spare, config)
+    pid = int((ROOT / ".cache" / "elasticsearch" / f"run-{SPARE_PORT}" / "es.pid").read_text())
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            write_index(str(many_items), EsSettings(url=spare.url, max_retries=1, request_timeout=5), config)
+        except BaseException as err:  # noqa: BLE001
+            failure.append(err)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    with connect_es(spare) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(client.indices.get(index="killed-*")) < 2:
+            time.sleep(0.05)
+    time.sleep(0.5)  # well inside the bulk load
+    os.kill(pid, signal.SIGKILL)
+    loader.join(timeout=120)
+    assert failure and isinstance(failure[0], IndexingError), failure
+    assert "was not moved" in str(failure[0])
+    spare_node("-Ethread_pool.write.size=1 -Ethread_pool.write.queue_size=1")
+    with connect_es(spare) as client:
+        assert list(client.indices.get_alias(name="killed")) == [live.index]
+        assert similar(client, 1, index="killed") == [2]
+    rerun = write_index(str(many_items), spare, config)
+    with connect_es(spare) as client:
+        assert list(client.indices.get(index="killed-*")) == sorted([live.index, rerun.index])
+        assert client.count(index="killed")["count"] == 70_000
+
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import dask
@@ -10,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SIMPLE_EVENTS
+from conftest import SIMPLE_EVENTS, real_dataset
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -208,3 +209,49 @@ def test_parquet_float_ids_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="integers or strings") as caught:
         build_indicators([str(path)])
     assert caught.value.column == "itemid"
+
+
+def test_a_gzipped_real_log_gives_the_same_indicators(tmp_path: Path) -> None:
+    plain = real_dataset("ml-latest-small")
+    packed = tmp_path / "events.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    (file,) = expand_inputs([str(packed)])
+    assert file.compression == "gzip"
+    config = BuildConfig(ingest=IngestConfig(blocksize=1 << 20))  # the plain file splits, the packed one cannot
+    expected = build_indicators([str(plain)], config)
+    got = build_indicators([str(packed)], config)
+    assert got.counts["partitions"] == 1 and expected.counts["partitions"] > 1
+    assert got.table.equals(expected.table)
+
+
+def test_rows_that_cannot_be_split_are_located_and_counted(tmp_path: Path) -> None:
+    frame = many_rows(500).astype({"timestamp": str})
+    frame.loc[431, "timestamp"] = "12:00"
+    lines = frame.to_csv(index=False).splitlines()
+    lines[100] = "99000,1,transaction"  # data row 100 has too few fields; row 432 a bad timestamp
+    path = write_csv(tmp_path / "ragged.csv", "\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="3 fields where the header has 5") as caught:
+        build_indicators([str(path)])  # one block: the first bad row is reported
+    assert (caught.value.row, caught.value.column, caught.value.value) == (100, None, "99000,1,transaction")
+    with pytest.warns(DataWarning, match="skipped 2 malformed rows"):
+        skipped = build_indicators([str(path)], BuildConfig(ingest=IngestConfig(blocksize=1024, on_bad_rows="skip")))
+    assert (skipped.counts["skipped_bad_fields"], skipped.counts["skipped_bad_timestamp"]) == (1, 1)
+    assert skipped.counts["events_read"] == 500 and skipped.counts["events_kept"] == 498
+
+
+def test_a_quoted_value_over_two_lines_is_a_bad_row(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "quoted.csv", 'timestamp,visitorid,event,itemid\n1,1,transaction,2\n2,"a\nb",transaction,3\n')
+    with pytest.raises(InputError, match="a line break in a quoted value") as caught:
+        build_indicators([str(path)])
+    assert (caught.value.row, caught.value.column) == (2, "visitorid")
+
+
+def test_text_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("timestamp,visitorid,event,itemid\n1,1,transaction,caf\u00e9\n2,1,transaction,tea\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not valid UTF-8") as caught:
+        build_indicators([str(path)])
+    assert (caught.value.row, caught.value.column, caught.value.value) == (1, "itemid", "caf\\xe9")
+    with pytest.warns(DataWarning, match="skipped 1 malformed rows"):
+        kept = build_indicators([str(path)], BuildConfig(ingest=IngestConfig(on_bad_rows="skip")))
+    assert kept.table.column("item").to_pylist() == ["tea"]

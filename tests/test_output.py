@@ -9,6 +9,7 @@ import pytest
 
 from daskrec import (
     BuildConfig,
+    InputError,
     build_indicators,
     build_manifest,
     output,
@@ -40,5 +41,5 @@ def test_a_failed_write_leaves_no_complete_looking_output(
     with pytest.raises(OSError, match="No space"):
         write_output(str(out), result.table, {"run": 2})
     assert sorted(p.name for p in out.iterdir()) == ["indicators.parquet"]  # no manifest, no temp file
-    with pytest.raises(FileNotFoundError, match="no complete build"):
+    with pytest.raises(InputError, match="no complete build"):
         read_indicators(str(out))

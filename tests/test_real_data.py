@@ -12,6 +12,8 @@ from spec_port import spec_indicators
 from daskrec import BuildConfig, build_indicators
 from daskrec.config import TUTORIAL
 
+pytestmark = pytest.mark.slow  # real datasets
+
 log = logging.getLogger(__name__)
 
 DEFAULTS = BuildConfig()

@@ -1,0 +1,56 @@
+"""A build's intermediate files: each writer's reader gives back what was written, a rerun task
+never exposes a half-written file, and the scratch folder is gone after a build, failed or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+
+from daskrec import scratch
+from daskrec.output import replacing
+
+
+def test_routed_batches_come_back_by_bucket(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"visitorid": [5, 5, 7, 9], "itemid": [1, 2, 3, 4], "timestamp": [1, 2, 3, 4]})
+    url = str(tmp_path / "routed" / "part-0.arrow")
+    scratch.write_routed(url, frame, np.array([0, 2, 2, 4]))  # bucket 1 is empty
+    assert scratch.read_routed(url, 0).equals(frame.iloc[:2].reset_index(drop=True))
+    assert len(scratch.read_routed(url, 1)) == 0
+    assert scratch.read_routed(url, 2).equals(frame.iloc[2:].reset_index(drop=True))
+
+
+def test_blocks_and_splits_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
+    block = sp.csr_array(sp.random_array((30, 40), density=0.2, rng=rng, format="csr") * 5).astype(np.int32)
+    keys = np.arange(30, dtype=np.int64) * 3
+    scratch.write_block(str(tmp_path / "b.npz"), block, keys)
+    read, read_keys = scratch.read_block(str(tmp_path / "b.npz"))
+    assert (read != block).nnz == 0 and np.array_equal(read_keys, keys)
+    pieces = [block[:10], block[10:]]
+    scratch.write_split(str(tmp_path / "s.arrow"), pieces)
+    for number, piece in enumerate(pieces):
+        assert (scratch.read_split(str(tmp_path / "s.arrow"), number, 40) != piece).nnz == 0
+
+
+def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "parts" / "part-0.parquet"
+    scratch.write_part(str(target), pa.table({"item": [1]}))
+    with pytest.raises(OSError, match="disk full"), replacing(str(target)) as f:
+        f.write(b"half")
+        raise OSError("disk full")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["part-0.parquet"]  # the old file, untouched
+    assert pa.parquet.read_table(target).column("item").to_pylist() == [1]
+
+
+def test_the_scratch_folder_goes_away_after_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), scratch.scratch_folder(str(tmp_path / "scratch")) as folder:
+        scratch.write_frame(f"{folder}/kept/bucket-0.arrow", pd.DataFrame({"user": [0]}))
+        raise RuntimeError("a task failed")
+    assert not (tmp_path / "scratch").exists()
+    with scratch.scratch_folder(None) as local:
+        assert Path(local).is_dir()
+    assert not Path(local).exists()
