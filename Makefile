@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test test-fast typecheck bench bench-index bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down clean
+.PHONY: venv demo test test-fast typecheck bench bench-index bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
 
 venv: $(VENV)/.installed
 
@@ -23,8 +23,9 @@ demo: venv es-up
 	$(BIN)/daskrec similar $$($(BIN)/python -c "import pyarrow.parquet as pq; t = pq.read_table('$(DEMO_DIR)/indicators/indicators.parquet'); print(t.column('item')[0])")
 	$(BIN)/daskrec recommend --history 1,2,3 -k 5
 
-## test: the whole suite, integration tests against a real Elasticsearch node included (started if down)
-test: venv es-up
+## test: the whole suite, integration tests against real Elasticsearch nodes included (the plain one
+## and the secured one, started if down)
+test: venv es-up es-up-secure
 	$(BIN)/python -m pytest
 
 ## test-fast: skip the slow and integration tests
@@ -69,6 +70,15 @@ es-up:
 
 es-down:
 	cluster/elasticsearch/es.sh down
+
+## es-up-secure / es-down-secure: a second node on https://127.0.0.1:9202 with security on: a private
+## CA, file-realm users with the least-privilege roles of cluster/elasticsearch/roles.yml
+## (`cluster/elasticsearch/es.sh secure-env` prints the CA file and the users' credentials)
+es-up-secure:
+	cluster/elasticsearch/es.sh secure-up
+
+es-down-secure:
+	cluster/elasticsearch/es.sh secure-down
 
 ## bench-index: parallel bulk vs single-thread bulk, and query latency, on the local node
 bench-index: venv es-up

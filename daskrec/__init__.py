@@ -2,8 +2,14 @@
 
 The public API is small:
 
->>> from daskrec import BuildConfig, build_indicators  # doctest: +SKIP
->>> result = build_indicators(["events.csv"], BuildConfig())  # doctest: +SKIP
+>>> import pathlib, tempfile
+>>> from daskrec import BuildConfig, IngestConfig, SynthConfig, build_indicators, generate_events
+>>> events = str(pathlib.Path(tempfile.mkdtemp()) / "events.csv")
+>>> generate_events(events, SynthConfig(events=5_000, seed=1))
+5000
+>>> result = build_indicators([events], BuildConfig(ingest=IngestConfig(event_types=None)))
+>>> result.counts["events_read"]
+5000
 
 Names are imported when first used, as ``dask`` keeps ``dask.dataframe`` out until asked: the
 read side (``daskrec.serve``, ``daskrec.ranking``, a service) then never loads Dask, numba or

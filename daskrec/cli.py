@@ -35,7 +35,7 @@ from .config import (
     Split,
 )
 from .errors import DaskrecError
-from .es import EsSettings
+from .es import NO_VERIFY_WARNING, EsSettings
 from .schema import indicator_field
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def es_options(*, optional: bool = False, alias: bool = True) -> Callable[[Calla
         @functools.wraps(command)
         def wrapper(es_url: str | None, es_ca_certs: str | None, es_verify_certs: bool, es_timeout: float, **kwargs: Any) -> Any:
             es = None if es_url is None else _settings_from_environment(es_url, es_ca_certs, es_verify_certs, es_timeout)
+            if es is not None and not es.verify_certs:
+                click.echo(f"daskrec: warning: {NO_VERIFY_WARNING}", err=True)
             return command(es=es, **kwargs)
 
         if alias:
@@ -256,6 +258,15 @@ def _event_types(value: str) -> tuple[str, ...] | None:
     return None if types == (ALL_EVENTS,) else types
 
 
+def _check_loading(es: EsSettings, alias: str) -> None:
+    """Connect and check the privileges that loading ``alias`` needs, before any work starts."""
+    from .es import connect_es
+    from .index import check_write_privileges
+
+    with connect_es(es) as client:
+        check_write_privileges(client, alias)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="daskrec")
 @click.option("-v", "--verbose", count=True, help="Log other libraries too (-vv: daskrec debug messages).")
@@ -304,9 +315,7 @@ def build(
     expand_inputs(events)  # fail on a bad path or header before starting any cluster
     index_config = IndexConfig(alias=alias, keep=keep, layout=layout)
     if es is not None:
-        from .es import connect_es
-
-        connect_es(es).close()  # a wrong URL, credentials or version fails now, not after the build
+        _check_loading(es, alias)  # a wrong URL, certificate, credentials or privilege fails now, not after the build
     with run.session(ctx.obj["debug"]):
         built = write_build(events, out_dir, config, show_progress=run.progress)
         if es is not None:
@@ -385,6 +394,7 @@ def index_command(
         properties = read_item_properties(properties_path, item_type, columns)
     else:
         read_manifest(out_dir)  # a folder without a complete build fails before any cluster starts
+    _check_loading(es, alias)
     with run.session(ctx.obj["debug"]):
         report = write_index(out_dir, es, config, properties=properties, show_progress=run.progress)
     click.echo(f"{report.documents} documents in {report.index}, now behind alias {alias!r}")

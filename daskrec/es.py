@@ -7,10 +7,15 @@ error messages. The library takes them as arguments; only the CLI reads them fro
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import ssl
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
+from urllib.parse import urlsplit
 
+from elastic_transport import TlsError
 from elasticsearch import Elasticsearch
 from elasticsearch.exceptions import (
     ApiError,
@@ -24,7 +29,15 @@ from .errors import ConfigError, ServiceError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EsSettings", "connect_es"]
+__all__ = ["EsSettings", "connect_es", "error_reason", "NO_VERIFY_WARNING"]
+
+NO_VERIFY_WARNING = (
+    "TLS certificate verification is off (--es-no-verify-certs): the connection is encrypted, but "
+    "the node's identity is not checked, so anyone in between could read the credentials and the "
+    "data. Give the CA that signed the node's certificate (--es-ca-certs FILE) instead."
+)
+"""What a user is told when certificate verification is turned off."""
+_CREDENTIALS = "DASKREC_ES_USERNAME/DASKREC_ES_PASSWORD or DASKREC_ES_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class EsSettings:
             "retry_on_timeout": True,
             "verify_certs": self.verify_certs,
         }
+        if not self.verify_certs:
+            options["ssl_show_warn"] = False  # said once, by whoever turned it off (NO_VERIFY_WARNING)
         if self.ca_certs:
             options["ca_certs"] = self.ca_certs
         if self.api_key:
@@ -86,23 +101,50 @@ class EsSettings:
 
 
 def connect_es(settings: EsSettings) -> Elasticsearch:
-    """A client for ``settings``, checked: reachable, credentials accepted, same major version.
+    """A client for ``settings``, checked: reachable, its certificate trusted, credentials accepted,
+    same major version.
 
     Raises
     ------
+    ConfigError
+        The CA file is missing or is not a PEM certificate.
     ServiceError
-        Unreachable, wrong credentials, or a server whose major version the client cannot speak to.
+        Unreachable, an untrusted certificate, plain HTTP to an HTTPS node, wrong or missing
+        credentials, or a server whose major version the client cannot speak to.
     """
+    if settings.ca_certs is not None:
+        if not os.path.isfile(settings.ca_certs):
+            raise ConfigError(f"es_ca_certs: {settings.ca_certs} is not a file; give the CA certificate (PEM) of the node.")
+        try:
+            ssl.create_default_context(cafile=settings.ca_certs)  # the client would only fail at the first request
+        except ssl.SSLError as err:
+            raise ConfigError(f"es_ca_certs: {settings.ca_certs} holds no CA certificate in PEM form ({err.reason}).") from None
     client = Elasticsearch(**settings.client_options())
     try:
         # GET _nodes/_local rather than GET /: minimal distributions may lack the root endpoint.
         info = client.nodes.info(node_id="_local", metric="_none")
-    except (AuthenticationException, AuthorizationException) as err:
+    except AuthenticationException as err:
+        given = settings.api_key is not None or settings.username is not None
         raise ServiceError(
-            f"Elasticsearch at {settings.url} refused the credentials ({err.meta.status}); "
-            "check DASKREC_ES_API_KEY or DASKREC_ES_USERNAME/DASKREC_ES_PASSWORD."
+            f"Elasticsearch at {settings.url} "
+            + (f"refused the credentials ({err.meta.status}); check {_CREDENTIALS}." if given
+               else f"needs credentials ({err.meta.status}); set {_CREDENTIALS}.")
+        ) from None
+    except AuthorizationException:
+        # A least-privilege user (a reader) may not see node information: the credentials are
+        # good if the node says who they are. The version check is then left to the first request.
+        _authenticated(client, settings)
+        log.info("elasticsearch: %s (node information not visible to this user)", settings.url)
+        return client
+    except TlsError as err:
+        raise ServiceError(
+            f"the TLS certificate of Elasticsearch at {settings.url} is not trusted ({_tls_reason(err)}); "
+            "give the CA that signed it (--es-ca-certs FILE), or, for a test node only, --es-no-verify-certs."
         ) from None
     except EsConnectionError as err:
+        if settings.url.startswith("http://") and _speaks_tls(settings.url):
+            https = "https://" + settings.url[len("http://") :]
+            raise ServiceError(f"Elasticsearch at {settings.url} speaks HTTPS; use --es-url {https}.") from None
         raise ServiceError(
             f"Elasticsearch at {settings.url} is unreachable ({type(err).__name__}); "
             "start it (make es-up) or check --es-url."
@@ -118,3 +160,52 @@ def connect_es(settings: EsSettings) -> Elasticsearch:
         )
     log.info("elasticsearch: %s %s at %s", info["cluster_name"], server_version, settings.url)
     return client
+
+
+def error_reason(err: ApiError) -> str:
+    """The node's own words for an error (``error.reason`` of its body), else the error's text.
+
+    Examples
+    --------
+    >>> from elastic_transport import ApiResponseMeta, HttpHeaders
+    >>> meta = ApiResponseMeta(403, "1.1", HttpHeaders(), 0.0, None)
+    >>> error_reason(AuthorizationException("no", meta, {"error": {"reason": "action [x] is unauthorized"}}))
+    'action [x] is unauthorized'
+    """
+    body = err.body if isinstance(err.body, dict) else {}
+    error = body.get("error")
+    reason = error.get("reason") if isinstance(error, dict) else None
+    return str(reason) if reason else str(err)
+
+
+def _authenticated(client: Elasticsearch, settings: EsSettings) -> None:
+    """Check that the node accepts the credentials (any authenticated user may ask who it is)."""
+    try:
+        client.security.authenticate()
+    except ApiError as err:
+        raise ServiceError(
+            f"Elasticsearch at {settings.url} refused the credentials ({err.meta.status}); check {_CREDENTIALS}."
+        ) from None
+
+
+def _tls_reason(err: TlsError) -> str:
+    """The certificate problem in a TLS error, without the client's retry wrapping."""
+    text = str(err.message if hasattr(err, "message") else err)
+    for reason in ("self-signed certificate in certificate chain", "unable to get local issuer certificate",
+                   "self-signed certificate", "certificate has expired", "Hostname mismatch", "IP address mismatch"):
+        if reason in text:
+            return reason
+    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in text else text[:200]
+
+
+def _speaks_tls(url: str) -> bool:
+    """Whether the server at ``url``'s host and port completes a TLS handshake (certificate unchecked)."""
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 9200), timeout=3) as raw:
+            with context.wrap_socket(raw, server_hostname=parts.hostname):
+                return True
+    except (OSError, ssl.SSLError):
+        return False

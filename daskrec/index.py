@@ -26,11 +26,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dask.delayed import delayed
 from elasticsearch import Elasticsearch, helpers
-from elasticsearch.exceptions import ApiError, NotFoundError, TransportError
+from elasticsearch.exceptions import ApiError, AuthorizationException, NotFoundError, TransportError
 
 from .config import IndexConfig
-from .errors import IndexingError, InputError
-from .es import EsSettings, connect_es
+from .errors import IndexingError, InputError, ServiceError
+from .es import EsSettings, connect_es, error_reason
 from .output import indicators_url
 from .scheduling import materialise
 from .schema import (
@@ -62,6 +62,8 @@ __all__ = [
     "alias_actions",
     "stale_generations",
     "read_item_properties",
+    "write_privileges",
+    "check_write_privileges",
     "write_index",
 ]
 
@@ -252,6 +254,62 @@ def stale_generations(alias: str, indices: Iterable[str], keep: int, live: str) 
 # --------------------------------------------------------------------------------------------- I/O
 
 
+def write_privileges(alias: str) -> dict[str, Any]:
+    """What loading a generation of ``alias`` needs, as a ``_has_privileges`` body: put the index
+    template, and create, load, merge, swap and delete ``<alias>-*`` generations.
+
+    Examples
+    --------
+    >>> write_privileges("items2")["index"][0]["names"]
+    ['items2', 'items2-*']
+    """
+    return {
+        "cluster": ["manage_index_templates"],
+        "index": [{"names": [alias, f"{alias}-*"], "privileges": ["manage", "write", "read"]}],
+    }
+
+
+def missing_privileges(answer: Mapping[str, Any]) -> list[str]:
+    """The privileges a ``_has_privileges`` answer says are missing, as readable phrases.
+
+    Examples
+    --------
+    >>> missing_privileges({"cluster": {"manage_index_templates": False},
+    ...                     "index": {"items2-*": {"write": False, "read": True}}})
+    ["cluster privilege 'manage_index_templates'", "index privilege 'write' on 'items2-*'"]
+    """
+    missing = [f"cluster privilege {name!r}" for name, held in answer.get("cluster", {}).items() if not held]
+    for names, privileges in answer.get("index", {}).items():
+        missing += [f"index privilege {name!r} on {names!r}" for name, held in privileges.items() if not held]
+    return missing
+
+
+
+
+def check_write_privileges(client: Elasticsearch, alias: str) -> None:
+    """Raise :class:`ServiceError` naming what the connected user lacks to load ``alias``
+    (nothing to check on a node with security off).
+
+    Raises
+    ------
+    ServiceError
+        A privilege that loading needs is missing.
+    """
+    try:
+        answer = client.security.has_privileges(**write_privileges(alias)).body
+    except ApiError as err:
+        if err.meta.status in (400, 500) and "security" in str(err).lower():
+            return  # security is off: every request is allowed
+        raise
+    if not answer.get("has_all_requested", False):
+        user = answer.get("username", "this user")
+        raise ServiceError(
+            f"Elasticsearch user {user!r} may not load the index {alias!r}: it lacks "
+            f"{', '.join(missing_privileges(answer))}; grant the daskrec_writer role "
+            "(README, 'Secured Elasticsearch') or use the writer's credentials."
+        )
+
+
 def write_index(
     out_dir: str,
     settings: EsSettings,
@@ -282,12 +340,14 @@ def write_index(
     Raises
     ------
     ServiceError
-        Elasticsearch is unreachable, refuses the credentials, or is of another major version.
+        Elasticsearch is unreachable, refuses the credentials, is of another major version, or
+        the user lacks a privilege that loading needs (checked before anything is written).
     IndexingError
         Documents were rejected, or the count did not match; the new generation was deleted and
         the alias was left where it was.
     """
     client = connect_es(settings)
+    check_write_privileges(client, config.alias)
     url = indicators_url(out_dir)  # checks the build is complete
     with fsspec.open(url, "rb") as handle:
         metadata = pq.ParquetFile(handle).metadata  # the footer only: the workers read the rows
@@ -324,6 +384,12 @@ def write_index(
         client.indices.put_mapping(index=new_index, meta=generation_meta(COMPLETE, config.layout))
         current = _alias_targets(client, config.alias)
         client.indices.update_aliases(**alias_actions(config.alias, new_index, current))
+    except AuthorizationException as err:
+        _delete_quietly(client, new_index)
+        raise ServiceError(
+            f"Elasticsearch refused a step of the load ({error_reason(err)}); the alias {config.alias!r} was not moved. "
+            "Grant the daskrec_writer role (README, 'Secured Elasticsearch')."
+        ) from None
     except (ApiError, TransportError) as err:
         _delete_quietly(client, new_index)
         raise IndexingError(

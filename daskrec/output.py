@@ -53,11 +53,11 @@ def replacing(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
 
     Examples
     --------
-    >>> import tempfile, os
-    >>> target = os.path.join(tempfile.mkdtemp(), "x.txt")
-    >>> with replacing(target, "w") as f:
+    >>> import pathlib, tempfile
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with replacing(str(target), "w") as f:
     ...     _ = f.write("done")
-    >>> open(target).read()
+    >>> target.read_text()
     'done'
     """
     fs, path = fsspec.core.url_to_fs(url)

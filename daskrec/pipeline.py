@@ -151,8 +151,14 @@ def build_indicators(
 
     Examples
     --------
-    >>> result = build_indicators(["events.csv"])  # doctest: +SKIP
-    >>> result.table.to_pandas().head()  # doctest: +SKIP
+    >>> import pathlib, tempfile
+    >>> from daskrec import IngestConfig, SynthConfig, generate_events
+    >>> events = str(pathlib.Path(tempfile.mkdtemp()) / "events.csv")
+    >>> generate_events(events, SynthConfig(events=5_000, seed=1))
+    5000
+    >>> result = build_indicators([events], BuildConfig(ingest=IngestConfig(event_types=None)))
+    >>> result.table.column_names
+    ['item', 'indicators', 'scores', 'popularity', 'trending']
     """
     with scratch.scratch_folder(scratch_url) as folder:
         report, parts = build_parts(inputs, config, folder, show_progress=show_progress)

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from elasticsearch import Elasticsearch
-from elasticsearch.exceptions import NotFoundError
+from elasticsearch.exceptions import AuthorizationException, NotFoundError
 
 from .config import Backfill, check_backfill
-from .errors import InputError
+from .errors import InputError, ServiceError
+from .es import error_reason
 from .ranking import Recommendation
 from .schema import ID_FIELD, WEIGHTED_PREFIX, Layout, indicator_field, layout_of, property_field, search_field, search_token
 
@@ -163,6 +164,8 @@ def similar(
     """
     try:
         document = client.get(index=index, id=str(item), source_includes=[indicator_field()])
+    except AuthorizationException as err:
+        raise _refused(index, err) from None
     except NotFoundError as err:
         if err.error == "index_not_found_exception":
             raise _no_index(index) from None
@@ -225,6 +228,8 @@ def recommend(
             exclude = [*history, *(r.item for r in found)]
             extra = client.search(index=index, body=popularity_query(exclude, k - len(found), item_filter, backfill))
             found += [Recommendation(hit["_source"][ID_FIELD], 0.0, backfill) for hit in extra["hits"]["hits"]]
+    except AuthorizationException as err:
+        raise _refused(index, err) from None
     except NotFoundError:
         raise _no_index(index) from None
     return found
@@ -264,6 +269,13 @@ def _read_layout(client: Elasticsearch, index: str) -> tuple[str, Layout]:
     layout = layout_of(body["mappings"].get("_meta", {}))
     _LAYOUTS[id(client), index] = (generation, layout)
     return generation, layout
+
+
+def _refused(index: str, err: AuthorizationException) -> ServiceError:
+    return ServiceError(
+        f"Elasticsearch refused to let this user read {index!r} ({error_reason(err)}); grant it the daskrec_reader role "
+        "(README, 'Secured Elasticsearch')."
+    )
 
 
 def _no_index(index: str) -> InputError:

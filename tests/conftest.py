@@ -139,3 +139,25 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("es") / "events.csv"
     generate_events(str(path), SynthConfig(events=150_000, seed=3))
     return path
+
+
+ES_SCRIPT = Path(__file__).resolve().parents[1] / "cluster" / "elasticsearch" / "es.sh"
+
+
+@pytest.fixture(scope="session")
+def secured() -> dict[str, str]:
+    """The secured node of ``es.sh secure-up``: its URL, CA file, a CA that signed nothing here,
+    and the users (``ES_SECURE_{ADMIN,WRITER,READER}_{USER,PASSWORD}``)."""
+    import subprocess
+
+    found = subprocess.run([str(ES_SCRIPT), "secure-env"], capture_output=True, text=True)
+    if found.returncode != 0:
+        pytest.fail(f"no secured Elasticsearch ({found.stderr.strip()}); start one with `make es-up-secure`")
+    values = dict(line.split("=", 1) for line in found.stdout.splitlines() if "=" in line)
+    admin = EsSettings(url=values["ES_SECURE_URL"], ca_certs=values["ES_SECURE_CA"], username=values["ES_SECURE_ADMIN_USER"],
+                       password=values["ES_SECURE_ADMIN_PASSWORD"], max_retries=1, request_timeout=10)
+    try:
+        connect_es(admin).close()
+    except Exception as err:  # noqa: BLE001
+        pytest.fail(f"the secured Elasticsearch at {admin.url} does not answer ({err}); start it with `make es-up-secure`")
+    return values
