@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test test-fast typecheck bench bench-index bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
+.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-serve bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
 
 venv: $(VENV)/.installed
 
@@ -63,6 +63,16 @@ dask-up: venv
 
 dask-down:
 	cluster/dask-local.sh down
+
+## serve: index the demo build, then serve it on http://127.0.0.1:8000 (the page at /, the API at /docs)
+serve: venv es-up
+	@test -f $(DEMO_DIR)/indicators/manifest.json || $(MAKE) demo
+	$(BIN)/daskrec index $(DEMO_DIR)/indicators --no-progress --dashboard-address :0
+	$(BIN)/daskrec serve --port 8000
+
+## bench-serve: open-loop load on the service and the same queries sent straight to the node
+bench-serve: venv es-up
+	$(BIN)/python bench/bench_serve.py --rates 25,50,100,200 --seconds 6 --json bench/results/serve.json
 
 ## es-up / es-down: a single-node Elasticsearch on 127.0.0.1:9200 (fetched from Maven Central once)
 es-up:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from measure import HERE, events_file
+from measure import HERE, events_file, report
 
 from daskrec import BuildConfig, IngestConfig, build_indicators, connect
 from daskrec.ingest import expand_inputs, keep_recent, read_events
@@ -54,20 +54,17 @@ def main() -> None:
     with connect(dashboard_address=":0"):
         for events in (int(n) for n in args.events.split(",")):
             path = events_file(events, args.seed, args.data_dir)
-            report = build_indicators([str(path)], config).report
+            built = build_indicators([str(path)], config).report
             started = time.perf_counter()
             kept = shuffled_recent_rows(path, config.ingest)
             shuffle_s = time.perf_counter() - started
-            routing_s = report.timings["ingest"]
-            if kept != report.counts["events_kept"]:
-                sys.exit(f"the paths disagree: {kept} rows kept after the shuffle, {report.counts['events_kept']} after routing")
+            routing_s = built.timings["ingest"]
+            if kept != built.counts["events_kept"]:
+                sys.exit(f"the paths disagree: {kept} rows kept after the shuffle, {built.counts['events_kept']} after routing")
             rows.append({"events": events, "routing_s": round(routing_s, 2), "shuffle_s": round(shuffle_s, 2),
                          "ratio": round(shuffle_s / routing_s, 2), "kept_rows": kept})
             print(json.dumps(rows[-1]), file=sys.stderr)
-    print(json.dumps(rows, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json)
 
 
 if __name__ == "__main__":

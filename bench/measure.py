@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -24,6 +25,15 @@ def events_file(events: int, seed: int, data_dir: Path = HERE / "data") -> Path:
         data_dir.mkdir(parents=True, exist_ok=True)
         generate_events(str(data), SynthConfig(events=events, seed=seed))
     return data
+
+
+def report(result: object, path: Path | None) -> None:
+    """Print ``result`` as JSON, and write it to ``path`` when given (the benchmarks' ``--json``)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
 
 
 def run_measured(command: list[str]) -> tuple[float, int]:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, get_args
 
 import click
-import pyarrow as pa
 
 from .config import (
     ALL_EVENTS,
@@ -32,6 +31,7 @@ from .config import (
     LLRTable,
     OnBadRows,
     Preset,
+    ServiceConfig,
     Split,
 )
 from .errors import DaskrecError
@@ -51,12 +51,17 @@ SECRET_VARIABLES = ("DASKREC_ES_API_KEY", "DASKREC_ES_USERNAME", "DASKREC_ES_PAS
 
 def _doc(config: type, name: str) -> str:
     """Help text of a config field: the first sentence of its docstring in the source."""
-    import inspect
-
-    source = inspect.getsource(config)
-    after = source.split(f"\n    {name}:", 1)[1]
+    after = _source(config).split(f"\n    {name}:", 1)[1]
     text = after.split('"""', 2)[1]
     return " ".join(text.replace("``", "").split())
+
+
+@functools.cache
+def _source(config: type) -> str:
+    """A class's source, read once (every option's help comes from it)."""
+    import inspect
+
+    return inspect.getsource(config)
 
 
 def _settings_from_environment(
@@ -390,6 +395,8 @@ def index_command(
     properties = None
     if properties_path is not None:
         columns = [c.strip() for c in list_columns.split(",") if c.strip()]
+        import pyarrow as pa
+
         item_type = pa.type_for_alias(read_manifest(out_dir)["item_id_type"])
         properties = read_item_properties(properties_path, item_type, columns)
     else:
@@ -558,6 +565,70 @@ def evaluate(
             json.dump(result, handle, indent=2, default=str)
     if plot_path is not None:
         plot_metrics(result, plot_path)
+
+
+_SERVICE_VARIABLE = "DASKREC_SERVICE"
+"""How ``daskrec serve`` hands its options to the service's worker processes (no secrets in it)."""
+
+
+@cli.command()
+@es_options()
+@click.option("--host", default="127.0.0.1", help="Address to listen on.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, help="Server processes.")
+@click.option("--recent", type=click.IntRange(min=1), default=None, help="Events per field of a live history, for generations that do not record their build's --recent.")
+@click.option("--event", "event_types", default=None, help="Primary event types of a live history (comma-separated or 'all'), for generations that do not record them.")
+@click.option("--max-k", type=click.IntRange(min=1), default=ServiceConfig.max_k, help=_doc(ServiceConfig, "max_k"))
+@click.option("--max-batch", type=click.IntRange(min=1), default=ServiceConfig.max_batch, help=_doc(ServiceConfig, "max_batch"))
+def serve(
+    es: EsSettings, alias: str, host: str, port: int, workers: int, recent: int | None, event_types: str | None, max_k: int, max_batch: int
+) -> None:
+    """Serve recommendations over HTTP (API key from DASKREC_API_KEY): similar items, users' live
+    histories, events in; /docs lists the routes."""
+    import json
+
+    import uvicorn
+
+    from .es import connect_es
+
+    connect_es(es).close()  # a wrong URL, certificate or credentials fails now
+    options = {"alias": alias, "max_k": max_k, "max_batch": max_batch}
+    if recent is not None:
+        options["recent"] = recent
+    if event_types is not None:
+        options["event_types"] = _event_types(event_types)
+    connection = {"url": es.url, "ca_certs": es.ca_certs, "verify_certs": es.verify_certs, "request_timeout": es.request_timeout}
+    os.environ[_SERVICE_VARIABLE] = json.dumps({"service": options, "es": connection})
+    click.echo(f"daskrec: serving {alias!r} from {es.url} on http://{host}:{port} (docs at /docs)", err=True)
+    uvicorn.run("daskrec.cli:service_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+def service_app() -> Any:
+    """The service of ``daskrec serve``, made in each server process from its environment."""
+    import json
+
+    from .service import create_app
+
+    handed = json.loads(os.environ[_SERVICE_VARIABLE])
+    service = handed["service"]
+    if service.get("event_types") is not None:
+        service["event_types"] = tuple(service["event_types"])
+    config = ServiceConfig(**service, api_key=os.environ.get("DASKREC_API_KEY") or None)
+    connection = handed["es"]
+    return create_app(_settings_from_environment(connection["url"], connection["ca_certs"], connection["verify_certs"], connection["request_timeout"]), config)
+
+
+@cli.command("export-events")
+@click.argument("out")
+@es_options()
+def export_events_command(out: str, es: EsSettings, alias: str) -> None:
+    """Write the events the service received to OUT (CSV, the events-log layout), for the next build."""
+    from .es import connect_es
+    from .events import export_events
+
+    with connect_es(es) as client:
+        written = export_events(client, alias, out)
+    click.echo(f"{written} events -> {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

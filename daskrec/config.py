@@ -20,6 +20,7 @@ __all__ = [
     "ClusterConfig",
     "BuildConfig",
     "IndexConfig",
+    "ServiceConfig",
     "Preset",
     "PRESETS",
     "TUTORIAL",
@@ -244,3 +245,32 @@ root LLR >= 5, top 50, the last 50 events per visitor, plain keyword matching.""
 
 PRESETS: dict[str, Preset] = {"default": Preset(build=BuildConfig(), layout="weighted"), "tutorial": TUTORIAL}
 """Named recipes for ``--preset``; ``default`` is what the dataclass defaults give."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What the service serves and the limits it keeps."""
+
+    alias: str = "items2"
+    """The alias of the indicators; the event store is ``<alias>_events``."""
+    recent: int = 200
+    """Events per field of a live history, when the generation does not record its build's ``--recent``."""
+    event_types: tuple[str, ...] | None = ("transaction",)
+    """Primary event types of a live history (None: every type), when the generation does not record them."""
+    max_k: int = 100
+    """Most items one request may ask for (``k`` + ``from``)."""
+    max_history: int = 1000
+    """Most items in one history or item set."""
+    max_batch: int = 1000
+    """Most events in one ``POST /events``."""
+    max_body_bytes: int = 1 << 20
+    """Largest request body."""
+    api_key: str | None = field(default=None, repr=False)
+    """Wanted in ``X-API-Key`` on every route but ``/healthz``; never logged."""
+    retry_after_s: int = 5
+    """``Retry-After`` of a 503 while the node is unreachable."""
+
+    def __post_init__(self) -> None:
+        for name in ("recent", "max_k", "max_history", "max_batch", "max_body_bytes", "retry_after_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}.")

@@ -31,7 +31,7 @@ from elasticsearch.exceptions import ApiError, AuthorizationException, NotFoundE
 from .config import IndexConfig
 from .errors import IndexingError, InputError, ServiceError
 from .es import EsSettings, connect_es, error_reason
-from .output import indicators_url
+from .output import indicators_url, read_manifest
 from .scheduling import materialise
 from .schema import (
     COMPLETE,
@@ -349,6 +349,7 @@ def write_index(
     client = connect_es(settings)
     check_write_privileges(client, config.alias)
     url = indicators_url(out_dir)  # checks the build is complete
+    history = _history_cut(read_manifest(out_dir))
     with fsspec.open(url, "rb") as handle:
         metadata = pq.ParquetFile(handle).metadata  # the footer only: the workers read the rows
     expected, row_groups = metadata.num_rows, metadata.num_row_groups
@@ -381,7 +382,7 @@ def write_index(
         indexed = int(client.count(index=new_index)["count"])
         if indexed != expected:
             raise IndexingError(f"{new_index} holds {indexed} documents, expected {expected}; the alias was not moved.")
-        client.indices.put_mapping(index=new_index, meta=generation_meta(COMPLETE, config.layout))
+        client.indices.put_mapping(index=new_index, meta=generation_meta(COMPLETE, config.layout, history))
         current = _alias_targets(client, config.alias)
         client.indices.update_aliases(**alias_actions(config.alias, new_index, current))
     except AuthorizationException as err:
@@ -508,6 +509,14 @@ def _load_row_group(
 
 def _already_expanded(action: tuple[dict[str, Any], bytes]) -> tuple[dict[str, Any], bytes]:
     return action
+
+
+def _history_cut(manifest: Mapping[str, Any]) -> dict[str, object] | None:
+    """How the build cut each user's history (for live histories), from its manifest's options."""
+    ingest = manifest.get("options", {}).get("ingest", {})
+    if "recent" not in ingest:
+        return None
+    return {"recent": ingest["recent"], "event_types": ingest.get("event_types")}
 
 
 def _check_alias_name_is_free(client: Elasticsearch, alias: str) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "term_frequencies",
     "generation_meta",
     "layout_of",
+    "history_of",
     "state_of",
 ]
 
@@ -89,7 +90,7 @@ MAX_TOKEN_CHARS = 255
 LOADING, COMPLETE = "loading", "complete"
 """Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind."""
 
-_STATE_KEY, _LAYOUT_KEY = "daskrec_state", "daskrec_layout"
+_STATE_KEY, _LAYOUT_KEY, _HISTORY_KEY = "daskrec_state", "daskrec_layout", "daskrec_history"
 
 
 def indicator_field(event_type: str | None = None) -> str:
@@ -184,15 +185,26 @@ def term_frequencies(scores: np.ndarray, layout: Layout) -> np.ndarray:
     return counts
 
 
-def generation_meta(state: str, layout: Layout) -> dict[str, str]:
-    """A generation's ``_meta``: its load state and layout (a mapping update replaces it whole).
+def generation_meta(state: str, layout: Layout, history: Mapping[str, object] | None = None) -> dict[str, object]:
+    """A generation's ``_meta``: its load state, layout and, when known, how its build cut
+    histories (``recent`` and ``event_types``, for live histories); a mapping update replaces it whole.
 
     Examples
     --------
-    >>> layout_of(generation_meta(LOADING, "weighted"))
-    'weighted'
+    >>> meta = generation_meta(LOADING, "weighted", {"recent": 50, "event_types": ["buy"]})
+    >>> layout_of(meta), history_of(meta)
+    ('weighted', {'recent': 50, 'event_types': ['buy']})
     """
-    return {_STATE_KEY: state, _LAYOUT_KEY: layout}
+    meta: dict[str, object] = {_STATE_KEY: state, _LAYOUT_KEY: layout}
+    if history is not None:
+        meta[_HISTORY_KEY] = dict(history)
+    return meta
+
+
+def history_of(meta: Mapping[str, object]) -> dict[str, object] | None:
+    """How the generation's build cut histories, if recorded."""
+    found = meta.get(_HISTORY_KEY)
+    return dict(found) if isinstance(found, Mapping) else None
 
 
 def state_of(meta: Mapping[str, object]) -> object:

@@ -25,11 +25,35 @@ from .config import Backfill, check_backfill
 from .errors import InputError, ServiceError
 from .es import error_reason
 from .ranking import Recommendation
-from .schema import ID_FIELD, WEIGHTED_PREFIX, Layout, indicator_field, layout_of, property_field, search_field, search_token
+from .schema import (
+    ID_FIELD,
+    WEIGHTED_PREFIX,
+    Layout,
+    history_of,
+    indicator_field,
+    indicator_fields,
+    layout_of,
+    property_field,
+    search_field,
+    search_token,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ItemFilter", "Recommendation", "history_query", "popularity_query", "similar", "recommend"]
+__all__ = [
+    "ItemFilter",
+    "LayoutMemory",
+    "Recommendation",
+    "backfill_body",
+    "backfill_reason",
+    "has_history",
+    "history_query",
+    "popularity_query",
+    "recommendation_body",
+    "recommendations",
+    "recommend",
+    "similar",
+]
 
 
 @dataclass(frozen=True)
@@ -176,6 +200,57 @@ def similar(
     return indicators
 
 
+def recommendation_body(
+    history: Sequence[object],
+    k: int,
+    layout: Layout,
+    *,
+    cross_histories: Mapping[str, Sequence[object]] | None = None,
+    boosts: Mapping[str, float] | None = None,
+    item_filter: ItemFilter = NO_FILTER,
+) -> dict[str, Any] | None:
+    """The search body of :func:`recommend` in ``layout``, or None when there is no history to search.
+
+    Examples
+    --------
+    >>> body = recommendation_body([7], 3, "weighted", cross_histories={"view": [8]}, boosts={"view_indicators": 0.5})
+    >>> [clause["term"] for clause in body["query"]["bool"]["should"]]
+    [{'weighted_indicators': {'value': '7', 'boost': 1.0}}, {'weighted_view_indicators': {'value': '8', 'boost': 0.5}}]
+    """
+    if not has_history(history, cross_histories):
+        return None
+    cross = {indicator_field(name): items for name, items in (cross_histories or {}).items()}
+    histories = {search_field(indicator_field(), layout): history}
+    histories.update({search_field(name, layout): items for name, items in cross.items()})
+    field_boosts = {search_field(name, layout): boost for name, boost in (boosts or {}).items()}
+    return history_query(histories, k, field_boosts, item_filter, exclude=history)
+
+
+def has_history(history: Sequence[object], cross_histories: Mapping[str, Sequence[object]] | None = None) -> bool:
+    """Whether there is any item to search for."""
+    return bool(len(history)) or any(len(items) for items in (cross_histories or {}).values())
+
+
+def backfill_reason(backfill: Backfill) -> Literal["popularity", "trending"]:
+    """The reason given for items filled in by ``backfill`` (never ``off``)."""
+    return "trending" if backfill == "trending" else "popularity"
+
+
+def backfill_body(
+    history: Sequence[object], found: Sequence[Recommendation], k: int, item_filter: ItemFilter, backfill: Backfill
+) -> dict[str, Any] | None:
+    """The search body that fills a list of ``found`` items up to ``k``, or None when none is needed."""
+    if backfill == "off" or len(found) >= k:
+        return None
+    exclude = [*history, *(r.item for r in found)]
+    return popularity_query(exclude, k - len(found), item_filter, backfill)
+
+
+def recommendations(hits: Sequence[Mapping[str, Any]], reason: Literal["indicators", "popularity", "trending"]) -> list[Recommendation]:
+    """Search hits as recommendations (backfill scores 0)."""
+    return [Recommendation(hit["_source"][ID_FIELD], float(hit["_score"]) if reason == "indicators" else 0.0, reason) for hit in hits]
+
+
 def recommend(
     client: Elasticsearch,
     history: Sequence[object],
@@ -211,23 +286,22 @@ def recommend(
     if k < 1:
         return []
     try:
-        cross = {indicator_field(name): items for name, items in (cross_histories or {}).items()}
-        has_history = bool(len(history)) or any(len(items) for items in cross.values())
 
         def search(chosen: Layout) -> list[dict[str, Any]]:
-            histories = {search_field(indicator_field(), chosen): history}
-            histories.update({search_field(name, chosen): items for name, items in cross.items()})
-            field_boosts = {search_field(name, chosen): boost for name, boost in (boosts or {}).items()}
-            body = history_query(histories, k, field_boosts, item_filter, exclude=history)
-            hits: list[dict[str, Any]] = client.search(index=index, body=body)["hits"]["hits"]
+            body = recommendation_body(history, k, chosen, cross_histories=cross_histories, boosts=boosts, item_filter=item_filter)
+            hits: list[dict[str, Any]] = client.search(index=index, body=body)["hits"]["hits"] if body else []
             return hits
 
-        hits = _search_in_layout(client, index, layout, search) if has_history else []
-        found = [Recommendation(hit["_source"][ID_FIELD], float(hit["_score"]), "indicators") for hit in hits]
-        if backfill != "off" and len(found) < k:
-            exclude = [*history, *(r.item for r in found)]
-            extra = client.search(index=index, body=popularity_query(exclude, k - len(found), item_filter, backfill))
-            found += [Recommendation(hit["_source"][ID_FIELD], 0.0, backfill) for hit in extra["hits"]["hits"]]
+        if not has_history(history, cross_histories):
+            hits: list[dict[str, Any]] = []
+        elif layout is not None:
+            hits = search(layout)
+        else:
+            hits = _search_in_layout(client, index, search)
+        found = recommendations(hits, "indicators")
+        fill = backfill_body(history, found, k, item_filter, backfill)
+        if fill is not None:
+            found += recommendations(client.search(index=index, body=fill)["hits"]["hits"], backfill_reason(backfill))
     except AuthorizationException as err:
         raise _refused(index, err) from None
     except NotFoundError:
@@ -235,40 +309,62 @@ def recommend(
     return found
 
 
-_LAYOUTS: dict[tuple[int, str], tuple[str, Layout]] = {}
-"""Per (client, alias): the generation last seen behind the alias, and its layout."""
+class LayoutMemory:
+    """Per alias: the generation last seen behind it and that generation's layout.
 
-
-def _search_in_layout(
-    client: Elasticsearch, index: str, layout: Layout | None, search: Callable[[Layout], list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """``search`` in the given layout, or in the layout of the generation behind ``index``.
-
-    That layout is remembered per client and alias, and checked against the generation the hits
-    come from: when the alias has moved (or nothing matched), it is read again and, if it
-    changed, the search is repeated. So the layout costs a request only after a swap.
+    A search in the remembered layout is checked against the generation its hits come from:
+    when the alias has moved (or nothing matched), the layout is read again and, if it changed,
+    the search is repeated. So the layout costs a request only after a swap. The I/O is the
+    caller's (sync here, async in the service); this class only decides.
     """
-    if layout is not None:
-        return search(layout)
-    key = (id(client), index)
-    cached = _LAYOUTS.get(key)
-    generation, chosen = cached or _read_layout(client, index)
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[str, Layout]] = {}
+        self._meta: dict[str, tuple[tuple[str, ...], dict[str, object] | None]] = {}
+
+    def get(self, alias: str) -> tuple[str, Layout] | None:
+        """The remembered generation and layout of ``alias``."""
+        return self._known.get(alias)
+
+    def stale(self, alias: str, hits: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether ``hits`` (found in the remembered layout) call for reading the layout again."""
+        known = self._known.get(alias)
+        return known is not None and (not hits or any(hit["_index"] != known[0] for hit in hits))
+
+    def remember(self, alias: str, mappings: Mapping[str, Any]) -> tuple[str, Layout]:
+        """Remember the generation and layout of a ``GET <alias>/_mapping`` answer."""
+        generation, body = next(iter(mappings.items()))
+        meta = body["mappings"].get("_meta", {})
+        found = (str(generation), layout_of(meta))
+        self._known[alias] = found
+        self._meta[alias] = (indicator_fields(body["mappings"].get("properties", {})), history_of(meta))
+        return found
+
+    def cross_types(self, alias: str) -> list[str]:
+        """The cross-occurrence event types the remembered generation has fields for."""
+        fields = self._meta.get(alias, ((), None))[0]
+        return [name[: -len(indicator_field()) - 1] for name in fields if name != indicator_field()]
+
+    def history_cut(self, alias: str) -> dict[str, object] | None:
+        """How the remembered generation's build cut histories, if it recorded it."""
+        return self._meta.get(alias, ((), None))[1]
+
+
+_LAYOUTS: dict[int, LayoutMemory] = {}
+"""One memory per client."""
+
+
+def _search_in_layout(client: Elasticsearch, index: str, search: Callable[[Layout], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``search`` in the layout of the generation behind ``index`` (see :class:`LayoutMemory`)."""
+    memory = _LAYOUTS.setdefault(id(client), LayoutMemory())
+    known = memory.get(index)
+    generation, chosen = known or memory.remember(index, client.indices.get_mapping(index=index).body)
     hits = search(chosen)
-    if cached is not None and (not hits or any(hit["_index"] != generation for hit in hits)):
-        fresh = _read_layout(client, index)
-        if fresh != cached:
+    if known is not None and memory.stale(index, hits):
+        fresh = memory.remember(index, client.indices.get_mapping(index=index).body)
+        if fresh != known:
             hits = search(fresh[1])
     return hits
-
-
-def _read_layout(client: Elasticsearch, index: str) -> tuple[str, Layout]:
-    """The generation behind ``index`` and the layout recorded in its mapping (``keyword`` for
-    generations written before layouts existed); remembered for :func:`_search_in_layout`."""
-    mappings = client.indices.get_mapping(index=index)
-    generation, body = next(iter(mappings.items()))
-    layout = layout_of(body["mappings"].get("_meta", {}))
-    _LAYOUTS[id(client), index] = (generation, layout)
-    return generation, layout
 
 
 def _refused(index: str, err: AuthorizationException) -> ServiceError:

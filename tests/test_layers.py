@@ -18,7 +18,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "daskrec"
 BUILD_ENGINE = {"daskrec.pipeline", "daskrec.ingest", "daskrec.cooccurrence", "daskrec.indicators", "daskrec.scratch", "daskrec.llr"}
 HEAVY = {"dask", "distributed", "numba"}
-READ_SIDE = ("daskrec", "daskrec.schema", "daskrec.config", "daskrec.errors", "daskrec.es", "daskrec.ranking", "daskrec.serve", "daskrec.output")
+READ_SIDE = (
+    "daskrec",
+    "daskrec.schema",
+    "daskrec.config",
+    "daskrec.errors",
+    "daskrec.es",
+    "daskrec.ranking",
+    "daskrec.serve",
+    "daskrec.output",
+    "daskrec.events",
+    "daskrec.service",
+)
 """Modules that read a finished build or the index: no build engine, no Dask, no numba."""
 BULK_WRITER = ("daskrec.index",)
 """May run on Dask workers, but never needs the build engine."""

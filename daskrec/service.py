@@ -1,0 +1,354 @@
+"""The recommendation service: an ASGI application (FastAPI on uvicorn) over the index.
+
+It reads the indicators behind an alias and the live event store beside them
+(:mod:`daskrec.events`); it never imports the build engine, Dask or numba, so it starts in a
+fraction of a second and follows each new build through the alias, without a restart.
+
+Routes (the shapes the Universal Recommender's users know):
+
+* ``GET /items/{id}/similar?k=``: the item's indicators with their scores.
+* ``GET /users/{id}/recommendations?k=&from=``: the user's recent history read live from the
+  event store (the most recent N per event type, N and the types recorded with the generation),
+  seen items excluded, cross-occurrence fields used when the index has them.
+* ``POST /recommendations``: an explicit ``history``, ``cross_history``, ``item``, ``item_set``,
+  ``exclude``, business rules (``include``, ``exclude_where``, ``boosts``), ``field_boosts``,
+  ``backfill``, ``k``, ``from``.
+* ``POST /events``: one event or a batch in the events-log layout, acknowledged once durable
+  (the node's translog is synced per request) and visible to the next request (``refresh=wait_for``).
+  ``{"event": "$set", "itemid": ..., "properties": {...}}`` sets item properties at once.
+* ``GET /healthz`` (open), ``GET /metrics`` (Prometheus), ``/openapi.json``, ``/docs``.
+
+With an API key, every route but ``/healthz`` wants it in ``X-API-Key`` (compared in constant
+time, never logged). A node that cannot be reached gives 503 with ``Retry-After``; the client
+reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from pathlib import Path as FilePath
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import orjson
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.exceptions import ApiError, NotFoundError
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from .config import Backfill, ServiceConfig
+from .errors import DaskrecError, InputError
+from .es import EsSettings, error_reason
+from .events import Event, events_index, events_mapping, history_searches, parse_event
+from .schema import ID_FIELD, PROPERTIES, indicator_field, scores_field
+from .serve import (
+    ItemFilter,
+    LayoutMemory,
+    Recommendation,
+    backfill_body,
+    backfill_reason,
+    has_history,
+    recommendation_body,
+    recommendations,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=512)] | int
+"""An item id as in the events log (text ids are never blank)."""
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Scored(BaseModel):
+    """An item with its score and why it is there."""
+
+    item: ItemId
+    score: float
+    reason: Literal["indicators", "popularity", "trending"] | None = None
+
+
+class Recommendations(BaseModel):
+    """A ranked list."""
+
+    items: list[Scored]
+    generation: str | None = None
+    history: list[str] | None = None
+
+
+class Query_(BaseModel):  # noqa: N801 - "Query" is FastAPI's
+    """``POST /recommendations``: everything ``daskrec recommend`` can ask."""
+
+    model_config = ConfigDict(extra="forbid")
+    history: list[ItemId] = Field(default_factory=list, description="The user's recent primary items.")
+    cross_history: dict[str, list[ItemId]] = Field(default_factory=dict, description="Recent items per cross-occurrence event type.")
+    item: ItemId | None = Field(default=None, description="Items like this one.")
+    item_set: list[ItemId] = Field(default_factory=list, description="Items that go with this basket.")
+    exclude: list[ItemId] = Field(default_factory=list, description="Items never recommended.")
+    include: dict[str, list[str | int | float | bool]] = Field(default_factory=dict, description="Only items whose property has one of these values.")
+    exclude_where: dict[str, list[str | int | float | bool]] = Field(default_factory=dict, description="No item whose property has one of these values.")
+    boosts: list[tuple[str, str | int | float | bool, float]] = Field(default_factory=list, description="(property, value, factor) score multipliers.")
+    field_boosts: dict[str, float] = Field(default_factory=dict, description="Weight per event type's matches ('primary' for the primary).")
+    backfill: Backfill = "popularity"
+    k: int = Field(default=10, ge=1)
+    from_: int = Field(default=0, ge=0, alias="from")
+
+
+def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) -> FastAPI:
+    """The service over the node of ``settings`` and the alias of ``config``."""
+    state = _State(settings, config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.client = AsyncElasticsearch(**{**settings.client_options(), "max_retries": 1})
+        try:
+            yield
+        finally:
+            await state.client.close()
+
+    app = FastAPI(title="daskrec", summary="Item-to-item recommendations from LLR indicators in Elasticsearch",
+                  default_response_class=_Json, lifespan=lifespan)
+    guarded = [Depends(_api_key_check(config.api_key))]
+    limit_k = Query(10, ge=1, le=config.max_k, description="Items wanted.")
+    limit_from = Query(0, ge=0, le=config.max_k, alias="from", description="Items skipped (paging).")
+
+    @app.middleware("http")
+    async def measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > config.max_body_bytes):
+            return _Json({"error": f"the body is larger than {config.max_body_bytes} bytes"}, status_code=413)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except (TransportConnectionError, ConnectionTimeout) as err:
+            state.node_errors.labels(kind=type(err).__name__).inc()
+            response = _Json({"error": "Elasticsearch is unreachable; retry later."}, status_code=503,
+                                      headers={"Retry-After": str(config.retry_after_s)})
+        route = request.scope.get("route")
+        state.latency.labels(route=getattr(route, "path", "unmatched"), method=request.method,
+                             status=str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(DaskrecError)
+    async def daskrec_error(_: Request, err: DaskrecError) -> JSONResponse:
+        return _Json({"error": str(err)}, status_code=400)
+
+    @app.exception_handler(ApiError)
+    async def node_error(_: Request, err: ApiError) -> JSONResponse:
+        if err.meta.status == 400:  # the request's values made a query the node cannot run
+            return _Json({"error": f"the query cannot be run: {error_reason(err)}"}, status_code=400)
+        state.node_errors.labels(kind=type(err).__name__).inc()
+        log.warning("service: the node answered %s", err.meta.status)
+        return _Json({"error": f"Elasticsearch answered {err.meta.status}"}, status_code=502)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return _PAGE
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Whether the node answers and the alias is there, and which generation serves."""
+        try:
+            generation = await state.generation()
+        except (TransportConnectionError, ConnectionTimeout):
+            return _Json({"status": "unavailable", "node": False, "alias": config.alias}, status_code=503,
+                                  headers={"Retry-After": str(config.retry_after_s)})
+        body = {"status": "ok" if generation else "no index", "node": True, "alias": config.alias, "generation": generation}
+        return _Json(body, status_code=200 if generation else 503)
+
+    @app.get("/metrics", dependencies=guarded, response_class=Response)
+    async def metrics() -> Response:
+        """Request latency per route, node errors (Prometheus text format)."""
+        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/items/{item_id}/similar", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
+    async def similar(item_id: Annotated[str, Path(max_length=512)], k: int = limit_k) -> dict[str, Any]:
+        """The item's indicators, best first, with their root-LLR scores."""
+        try:
+            document = await state.client.get(index=config.alias, id=item_id, source_includes=[indicator_field(), scores_field(indicator_field())])
+        except NotFoundError as err:
+            what = "index" if err.error == "index_not_found_exception" else "item"
+            raise HTTPException(404, f"no {what} {item_id!r} in {config.alias!r}") from None
+        source = document["_source"]
+        pairs = zip(source.get(indicator_field(), []), source.get(scores_field(indicator_field()), []))
+        return {"items": [{"item": item, "score": score} for item, score in list(pairs)[:k]], "generation": document["_index"]}
+
+    @app.get("/users/{user_id}/recommendations", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
+    async def for_user(user_id: Annotated[str, Path(max_length=512)], k: int = limit_k, offset: int = limit_from) -> dict[str, Any]:
+        """Recommendations from the user's live history (seen items excluded)."""
+        history, cross = await state.live_history(user_id)
+        found, generation = await state.recommend(history, cross, {}, ItemFilter(), "popularity", k + offset)
+        return {"items": _listed(found[offset:]), "generation": generation, "history": history}
+
+    @app.post("/recommendations", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
+    async def recommend(query: Query_) -> dict[str, Any]:
+        """Recommendations for an explicit history, an item, or a basket, with business rules."""
+        wanted = query.k + query.from_
+        lists = [query.history, query.item_set, query.exclude, *query.cross_history.values()]
+        if wanted > config.max_k or any(len(items) > config.max_history for items in lists):
+            raise HTTPException(422, f"k + from may be at most {config.max_k}, a list at most {config.max_history} items")
+        history = [*query.history, *query.item_set, *([query.item] if query.item is not None else [])]
+        item_filter = ItemFilter(exclude=tuple(query.exclude), include=query.include, exclude_where=query.exclude_where,
+                                 boosts=[tuple(b) for b in query.boosts])  # type: ignore[misc]
+        boosts = {indicator_field(None if name == "primary" else name): weight for name, weight in query.field_boosts.items()}
+        found, generation = await state.recommend(history, query.cross_history, boosts, item_filter, query.backfill, wanted)
+        return {"items": _listed(found[query.from_:]), "generation": generation}
+
+    @app.post("/events", dependencies=guarded)
+    async def post_events(payload: Annotated[Any, Body(description="One event, a list of events, or {\"events\": [...]}.")]) -> dict[str, int]:
+        """Store events durably (acknowledged after the node's translog sync) and make them visible
+        to the next request; ``$set`` events update item properties at once."""
+        raw = payload.get("events") if isinstance(payload, Mapping) and "events" in payload else payload
+        batch = raw if isinstance(raw, list) else [raw]
+        if not batch or len(batch) > config.max_batch:
+            raise HTTPException(422, f"a batch holds 1 to {config.max_batch} events")
+        now = int(time.time() * 1000)
+        settings_ = [e for e in batch if isinstance(e, Mapping) and e.get("event") == "$set"]
+        events = [parse_event(e, now, i) for i, e in enumerate(batch) if not (isinstance(e, Mapping) and e.get("event") == "$set")]
+        updates = [_property_update(e, i) for i, e in enumerate(settings_)]
+        if events:
+            await state.store(events)
+        for item, properties in updates:
+            try:
+                await state.client.update(index=config.alias, id=item, doc={PROPERTIES: properties}, refresh="wait_for")
+            except NotFoundError:
+                raise HTTPException(404, f"no item {item!r} in {config.alias!r}") from None
+        return {"events": len(events), "property_updates": len(updates)}
+
+    return app
+
+
+class _Json(JSONResponse):
+    """JSON encoded by orjson (ids of any type, floats as the node gave them)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _listed(found: Sequence[Recommendation]) -> list[dict[str, Any]]:
+    return [{"item": r.item, "score": r.score, "reason": r.reason} for r in found]
+
+
+def _property_update(raw: Mapping[str, Any], position: int) -> tuple[str, dict[str, Any]]:
+    item, properties = raw.get("itemid"), raw.get("properties")
+    where = {"path": "request body", "row": position + 1}
+    if isinstance(item, bool) or not isinstance(item, (str, int)):
+        raise InputError("a $set event needs the item's id.", column="itemid", value=item, **where)  # type: ignore[arg-type]
+    if not isinstance(properties, Mapping) or not properties or not all(isinstance(name, str) and name for name in properties):
+        raise InputError("a $set event needs a non-empty object of named properties.", column="properties", **where)  # type: ignore[arg-type]
+    return str(item), dict(properties)
+
+
+def _api_key_check(expected: str | None) -> Callable[..., None]:
+    def check(x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+        if expected is not None and (x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.encode())):
+            raise HTTPException(401, "a valid X-API-Key header is needed", headers={"WWW-Authenticate": "X-API-Key"})
+
+    return check
+
+
+class _State:
+    """The service's connection, its memory of the alias, and its metrics."""
+
+    def __init__(self, settings: EsSettings, config: ServiceConfig) -> None:
+        self.settings, self.config = settings, config
+        self.client: AsyncElasticsearch
+        self.layouts = LayoutMemory()
+        self.events_ready = False
+        self.registry = CollectorRegistry()
+        self.latency = Histogram("daskrec_request_seconds", "Request latency", ["route", "method", "status"],
+                                 registry=self.registry, buckets=_LATENCY_BUCKETS)
+        self.node_errors = Counter("daskrec_node_errors", "Failed requests to Elasticsearch", ["kind"], registry=self.registry)
+
+    async def generation(self) -> str | None:
+        """The generation behind the alias (None if there is no alias)."""
+        try:
+            mappings = (await self.client.indices.get_mapping(index=self.config.alias)).body
+        except NotFoundError:
+            return None
+        return self.layouts.remember(self.config.alias, mappings)[0]
+
+    async def _known(self) -> tuple[str, Any]:
+        known = self.layouts.get(self.config.alias)
+        if known is None:
+            mappings = (await self.client.indices.get_mapping(index=self.config.alias)).body
+            known = self.layouts.remember(self.config.alias, mappings)
+        return known
+
+    async def recommend(
+        self,
+        history: Sequence[object],
+        cross: Mapping[str, Sequence[object]],
+        boosts: Mapping[str, float],
+        item_filter: ItemFilter,
+        backfill: Backfill,
+        k: int,
+    ) -> tuple[list[Recommendation], str | None]:
+        """As :func:`daskrec.serve.recommend` ranks, through the async client."""
+        alias = self.config.alias
+        try:
+            generation, layout = await self._known()
+        except NotFoundError:
+            raise HTTPException(503, f"there is no index {alias!r} yet", headers={"Retry-After": str(self.config.retry_after_s)}) from None
+        hits: list[dict[str, Any]] = []
+        if has_history(history, cross):
+            body = recommendation_body(history, k, layout, cross_histories=cross, boosts=boosts, item_filter=item_filter)
+            hits = (await self.client.search(index=alias, body=body))["hits"]["hits"]
+            if self.layouts.stale(alias, hits):
+                fresh = self.layouts.remember(alias, (await self.client.indices.get_mapping(index=alias)).body)
+                if fresh != (generation, layout):
+                    generation, layout = fresh
+                    body = recommendation_body(history, k, layout, cross_histories=cross, boosts=boosts, item_filter=item_filter)
+                    hits = (await self.client.search(index=alias, body=body))["hits"]["hits"]
+        found = recommendations(hits, "indicators")
+        fill = backfill_body(history, found, k, item_filter, backfill)
+        if fill is not None:
+            found += recommendations((await self.client.search(index=alias, body=fill))["hits"]["hits"], backfill_reason(backfill))
+        return found, generation
+
+    async def live_history(self, visitor: str) -> tuple[list[str], dict[str, list[str]]]:
+        """The user's latest primary items and latest items per cross type, from the event store,
+        cut as the generation's build cut histories (else as configured)."""
+        await self._known()
+        alias = self.config.alias
+        cut = self.layouts.history_cut(alias) or {}
+        recent = int(cut.get("recent", self.config.recent))  # type: ignore[call-overload]
+        types = cut["event_types"] if "event_types" in cut else self.config.event_types
+        cross = self.layouts.cross_types(alias)
+        lines: list[dict[str, Any]] = []
+        for body in history_searches(visitor, recent, types, cross):  # type: ignore[arg-type]
+            lines += [{"index": events_index(alias)}, body]
+        try:
+            answers = (await self.client.msearch(searches=lines))["responses"]
+        except NotFoundError:
+            return [], {}
+        items = [[hit["_source"]["itemid"] for hit in answer.get("hits", {}).get("hits", [])] for answer in answers]
+        return items[0], dict(zip(cross, items[1:]))
+
+    async def store(self, events: Sequence[Event]) -> None:
+        """Index ``events`` into the event store; return once durable and searchable."""
+        index = events_index(self.config.alias)
+        if not self.events_ready:
+            if not await self.client.indices.exists(index=index):
+                await self.client.options(ignore_status=400).indices.create(index=index, mappings=events_mapping())
+            self.events_ready = True
+        operations: list[dict[str, Any]] = []
+        sequence = time.time_ns()
+        for offset, event in enumerate(events):
+            operations += [{"index": {"_index": index}}, event.document(sequence + offset)]
+        answer = await self.client.bulk(operations=operations, refresh="wait_for")
+        if answer["errors"]:
+            reasons = [next(iter(item.values())).get("error") for item in answer["items"] if next(iter(item.values())).get("error")]
+            raise HTTPException(502, f"the node refused {len(reasons)} events: {reasons[:3]}")
+
+
+_PAGE = (FilePath(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
+"""A page for people: plain HTML and JavaScript calling the routes above, no build step."""
