@@ -47,7 +47,7 @@ from .config import Backfill, ServiceConfig
 from .errors import DaskrecError, InputError
 from .es import EsSettings, error_reason
 from .events import Event, events_index, events_mapping, history_searches, parse_event
-from .schema import ID_FIELD, PROPERTIES, indicator_field, scores_field
+from .schema import PROPERTIES, indicator_field, scores_field
 from .serve import (
     ItemFilter,
     LayoutMemory,
@@ -131,7 +131,7 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
         except (TransportConnectionError, ConnectionTimeout) as err:
             state.node_errors.labels(kind=type(err).__name__).inc()
             response = _Json({"error": "Elasticsearch is unreachable; retry later."}, status_code=503,
-                                      headers={"Retry-After": str(config.retry_after_s)})
+                             headers={"Retry-After": str(config.retry_after_s)})
         route = request.scope.get("route")
         state.latency.labels(route=getattr(route, "path", "unmatched"), method=request.method,
                              status=str(response.status_code)).observe(time.perf_counter() - started)
@@ -160,7 +160,7 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
             generation = await state.generation()
         except (TransportConnectionError, ConnectionTimeout):
             return _Json({"status": "unavailable", "node": False, "alias": config.alias}, status_code=503,
-                                  headers={"Retry-After": str(config.retry_after_s)})
+                         headers={"Retry-After": str(config.retry_after_s)})
         body = {"status": "ok" if generation else "no index", "node": True, "alias": config.alias, "generation": generation}
         return _Json(body, status_code=200 if generation else 503)
 
@@ -211,9 +211,13 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
         if not batch or len(batch) > config.max_batch:
             raise HTTPException(422, f"a batch holds 1 to {config.max_batch} events")
         now = int(time.time() * 1000)
-        settings_ = [e for e in batch if isinstance(e, Mapping) and e.get("event") == "$set"]
-        events = [parse_event(e, now, i) for i, e in enumerate(batch) if not (isinstance(e, Mapping) and e.get("event") == "$set")]
-        updates = [_property_update(e, i) for i, e in enumerate(settings_)]
+        events: list[Event] = []
+        updates: list[tuple[str, dict[str, Any]]] = []
+        for position, raw_event in enumerate(batch):  # all are checked before any is stored
+            if isinstance(raw_event, Mapping) and raw_event.get("event") == "$set":
+                updates.append(_property_update(raw_event, position))
+            else:
+                events.append(parse_event(raw_event, now, position))
         if events:
             await state.store(events)
         for item, properties in updates:
