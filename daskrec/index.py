@@ -63,6 +63,7 @@ __all__ = [
     "stale_generations",
     "read_item_properties",
     "write_privileges",
+    "missing_privileges",
     "check_write_privileges",
     "write_index",
 ]

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from .config import Backfill, ServiceConfig
 from .errors import DaskrecError, InputError
 from .es import EsSettings, error_reason
-from .events import Event, events_index, events_mapping, history_searches, parse_event
+from .events import MAX_ID_CHARS, Event, events_index, events_mapping, history_searches, parse_event
 from .schema import PROPERTIES, indicator_field, scores_field
 from .serve import (
     ItemFilter,
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["create_app"]
 
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=512)] | int
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)] | int
 """An item id as in the events log (text ids are never blank)."""
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -170,7 +170,7 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
         return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/items/{item_id}/similar", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
-    async def similar(item_id: Annotated[str, Path(max_length=512)], k: int = limit_k) -> dict[str, Any]:
+    async def similar(item_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], k: int = limit_k) -> dict[str, Any]:
         """The item's indicators, best first, with their root-LLR scores."""
         try:
             document = await state.client.get(index=config.alias, id=item_id, source_includes=[indicator_field(), scores_field(indicator_field())])
@@ -182,7 +182,7 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
         return {"items": [{"item": item, "score": score} for item, score in list(pairs)[:k]], "generation": document["_index"]}
 
     @app.get("/users/{user_id}/recommendations", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
-    async def for_user(user_id: Annotated[str, Path(max_length=512)], k: int = limit_k, offset: int = limit_from) -> dict[str, Any]:
+    async def for_user(user_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], k: int = limit_k, offset: int = limit_from) -> dict[str, Any]:
         """Recommendations from the user's live history (seen items excluded)."""
         history, cross = await state.live_history(user_id)
         found, generation = await state.recommend(history, cross, {}, ItemFilter(), "popularity", k + offset)
