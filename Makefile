@@ -72,7 +72,7 @@ serve: venv es-up
 
 ## bench-serve: open-loop load on the service and the same queries sent straight to the node
 bench-serve: venv es-up
-	$(BIN)/python bench/bench_serve.py --rates 25,50,100,200 --seconds 6 --json bench/results/serve.json
+	$(BIN)/python bench/bench_serve.py --rates 25,50,100,125,150,200 --seconds 8 --json bench/results/serve.json
 
 ## es-up / es-down: a single-node Elasticsearch on 127.0.0.1:9200 (fetched from Maven Central once)
 es-up:

@@ -13,7 +13,11 @@ Routes: ``user`` = ``GET /users/{id}/recommendations`` (live history), ``similar
 service's overhead is its p50 less the direct p50.
 
 ``--json FILE`` writes a list of rows ``{"route", "rate", "p50_ms", "p95_ms", "p99_ms", "errors",
-"sent"}`` (``route`` is ``user``, ``similar``, ``direct-user`` or ``direct-similar``).
+"sent", "node_cpu_ms", "service_cpu_ms", "client_cpu_ms", "rate_bound"}`` (``route`` is ``user``,
+``similar``, ``direct-user`` or ``direct-similar``). The ``*_cpu_ms`` are CPU milliseconds per
+request spent by the node (its own ``process.cpu`` statistic), the service's processes and this
+load generator; ``rate_bound`` is the rate at which they would use every core of this machine
+(``cores × 1000 / Σ cpu_ms``): no rate near it can keep a low p99, whatever the code.
 
 Usage: ``python bench/bench_serve.py --rates 25,50,100,200 --json bench/results/serve.json``
 (needs ``make es-up``).
@@ -39,6 +43,7 @@ from measure import events_file, report
 
 from daskrec import BuildConfig, EsSettings, IndexConfig, IngestConfig, build_indicators, build_manifest, write_index, write_output
 from daskrec.events import events_index, history_searches
+from daskrec.schema import history_of, indicator_field, layout_of, scores_field
 from daskrec.serve import recommendation_body
 
 ALIAS = "bench-serve"
@@ -80,13 +85,37 @@ async def open_loop(send: Callable[[int], Awaitable[bool]], rate: float, seconds
     return latencies, errors
 
 
-def row(route: str, rate: float, latencies: list[float], errors: int) -> dict[str, object]:
+def row(route: str, rate: float, latencies: list[float], errors: int, cpu_s: dict[str, float] | None = None) -> dict[str, object]:
+    """One result row; ``cpu_s`` holds each process's CPU seconds over the run."""
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies else (float("nan"),) * 3
-    return {"route": route, "rate": rate, "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2),
-            "p99_ms": round(float(p99), 2), "errors": errors, "sent": len(latencies)}
+    found: dict[str, object] = {"route": route, "rate": rate, "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2),
+                                "p99_ms": round(float(p99), 2), "errors": errors, "sent": len(latencies)}
+    if cpu_s is not None and latencies:
+        per_request = {name: 1000 * seconds / len(latencies) for name, seconds in cpu_s.items()}
+        found.update({f"{name}_cpu_ms": round(ms, 2) for name, ms in per_request.items()})
+        found["rate_bound"] = round((os.cpu_count() or 1) * 1000 / sum(per_request.values()), 1)
+    return found
 
 
-async def measure(args: argparse.Namespace, base: str, es: EsSettings, users: list[str], items: list[object]) -> list[dict[str, object]]:
+class CpuClock:
+    """CPU seconds used so far by the node, the service's processes and this process."""
+
+    def __init__(self, node: object, service_pid: int) -> None:
+        import psutil
+
+        self.node, self.service = node, psutil.Process(service_pid)
+
+    async def read(self, with_service: bool) -> dict[str, float]:
+        stats = (await self.node.nodes.stats(node_id="_local", metric="process")).body  # type: ignore[attr-defined]
+        seconds = {"node": next(iter(stats["nodes"].values()))["process"]["cpu"]["total_in_millis"] / 1000}
+        if with_service:
+            processes = [self.service, *self.service.children(recursive=True)]
+            seconds["service"] = sum(sum(p.cpu_times()[:2]) for p in processes)
+        seconds["client"] = time.process_time()
+        return seconds
+
+
+async def measure(args: argparse.Namespace, base: str, es: EsSettings, users: list[str], items: list[object], service_pid: int) -> list[dict[str, object]]:
     from elasticsearch import AsyncElasticsearch
 
     rows: list[dict[str, object]] = []
@@ -97,8 +126,9 @@ async def measure(args: argparse.Namespace, base: str, es: EsSettings, users: li
         for user in users:
             async with client.get(f"/users/{user}/recommendations", params={"k": 1}) as answer:
                 history[user] = (await answer.json())["history"]
-        layout = (await node.indices.get_mapping(index=ALIAS)).body
-        chosen = "weighted" if next(iter(layout.values()))["mappings"]["_meta"]["daskrec_layout"] == "weighted" else "keyword"
+        meta = next(iter((await node.indices.get_mapping(index=ALIAS)).body.values()))["mappings"]["_meta"]
+        chosen, cut = layout_of(meta), history_of(meta) or {}
+        clock = CpuClock(node, service_pid)
 
         async def fetch(path: str) -> bool:
             async with client.get(path) as answer:
@@ -114,7 +144,7 @@ async def measure(args: argparse.Namespace, base: str, es: EsSettings, users: li
         async def direct_user(i: int) -> bool:
             visitor = users[i % len(users)]
             lines: list[dict[str, object]] = []
-            for body in history_searches(visitor, 200, ["transaction"], []):
+            for body in history_searches(visitor, int(cut["recent"]), cut.get("event_types"), []):  # type: ignore[arg-type, call-overload]
                 lines += [{"index": events_index(ALIAS)}, body]
             await node.msearch(searches=lines)
             body = recommendation_body(history[visitor], 10, chosen)  # type: ignore[arg-type]
@@ -122,15 +152,17 @@ async def measure(args: argparse.Namespace, base: str, es: EsSettings, users: li
             return bool(answer["hits"]["hits"])
 
         async def direct_similar(i: int) -> bool:
-            answer = await node.get(index=ALIAS, id=str(items[i % len(items)]), source_includes=["indicators", "scores"])
+            answer = await node.get(index=ALIAS, id=str(items[i % len(items)]), source_includes=[indicator_field(), scores_field(indicator_field())])
             return bool(answer["found"])
 
         routes = {"user": user, "similar": similar, "direct-user": direct_user, "direct-similar": direct_similar}
         for name, send in routes.items():
             await open_loop(send, 50, 2, 100)  # warm the connections and the node's caches
             for rate in (float(r) for r in args.rates.split(",")):
+                before = await clock.read(not name.startswith("direct"))
                 latencies, errors = await open_loop(send, rate, args.seconds, args.requests)
-                rows.append(row(name, rate, latencies, errors))
+                after = await clock.read(not name.startswith("direct"))
+                rows.append(row(name, rate, latencies, errors, {what: after[what] - before[what] for what in after}))
                 print(json.dumps(rows[-1]), file=sys.stderr)
         await node.close()
     return rows
@@ -178,13 +210,14 @@ def main() -> None:
                 sys.exit(f"the service did not start: {server.stderr.read() if server.stderr else ''}")
             time.sleep(0.05)
         print(f"service answering {time.perf_counter() - started:.2f}s after start", file=sys.stderr)
-        for user in users:  # ten events each, on items with indicators
-            chosen = [items[i] for i in rng.choice(len(items), 10)]
-            body = json.dumps([{"visitorid": user, "event": "transaction", "itemid": i} for i in chosen]).encode()
+        posted = [{"visitorid": user, "event": "transaction", "itemid": items[i]}  # ten each, on items with indicators
+                  for user in users for i in rng.choice(len(items), 10)]
+        for first in range(0, len(posted), 1000):  # a batch waits for one refresh, not one per user
+            body = json.dumps(posted[first:first + 1000]).encode()
             request = urllib.request.Request(f"{base}/events", data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=30) as answer:
                 assert answer.status == 200
-        rows = asyncio.run(measure(args, base, es, users, items))
+        rows = asyncio.run(measure(args, base, es, users, items, server.pid))
     finally:
         server.terminate()
         server.wait(timeout=30)

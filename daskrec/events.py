@@ -147,7 +147,7 @@ def history_searches(
         clauses: list[dict[str, Any]] = [{"term": {"visitorid": visitor}}]
         if types is not None:
             clauses.append({"terms": {"event": list(types)}})
-        return {"size": recent, "_source": ["itemid"], "query": {"bool": {"filter": clauses}}, "sort": _LATEST}
+        return {"size": recent, "_source": ["itemid"], "query": {"bool": {"filter": clauses}}, "sort": _LATEST, "track_total_hits": False}
 
     return [search(primary), *(search([name]) for name in cross)]
 

@@ -39,7 +39,12 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.exceptions import ApiError, NotFoundError
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -84,6 +89,46 @@ class Recommendations(BaseModel):
     history: list[str] | None = None
 
 
+class Problem(BaseModel):
+    """Every error's body: what went wrong, in words; for a request that does not fit the schema,
+    also each field's problem as FastAPI finds it."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok", "no index", "unavailable"]
+    node: bool
+    alias: str
+    generation: str | None = None
+
+
+class Stored(BaseModel):
+    """``POST /events``: what was stored."""
+
+    events: int
+    property_updates: int
+
+
+_PROBLEMS = {
+    400: "The request's values cannot be used (named in the error).",
+    401: "A valid X-API-Key header is needed.",
+    404: "No such item or index.",
+    413: "The body is over the size limit.",
+    422: "The request does not fit the schema, or is over a limit.",
+    502: "Elasticsearch refused the request.",
+    503: "Elasticsearch is unreachable or there is no index yet; see Retry-After.",
+}
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the :class:`Problem` body."""
+    return {code: {"model": Problem, "description": _PROBLEMS[code]} for code in codes}
+
+
 class Query_(BaseModel):  # noqa: N801 - "Query" is FastAPI's
     """``POST /recommendations``: everything ``daskrec recommend`` can ask."""
 
@@ -120,26 +165,29 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
     limit_k = Query(10, ge=1, le=config.max_k, description="Items wanted.")
     limit_from = Query(0, ge=0, le=config.max_k, alias="from", description="Items skipped (paging).")
 
-    @app.middleware("http")
-    async def measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > config.max_body_bytes):
-            return _Json({"error": f"the body is larger than {config.max_body_bytes} bytes"}, status_code=413)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except (TransportConnectionError, ConnectionTimeout) as err:
-            state.node_errors.labels(kind=type(err).__name__).inc()
-            response = _Json({"error": "Elasticsearch is unreachable; retry later."}, status_code=503,
-                             headers={"Retry-After": str(config.retry_after_s)})
-        route = request.scope.get("route")
-        state.latency.labels(route=getattr(route, "path", "unmatched"), method=request.method,
-                             status=str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(_Measured, state=state)
+
+    @app.exception_handler(TransportConnectionError)
+    @app.exception_handler(ConnectionTimeout)
+    async def unreachable(_: Request, err: Exception) -> JSONResponse:
+        state.node_errors.labels(kind=type(err).__name__).inc()
+        return _Json({"error": "Elasticsearch is unreachable; retry later."}, status_code=503,
+                     headers={"Retry-After": str(config.retry_after_s)})
 
     @app.exception_handler(DaskrecError)
     async def daskrec_error(_: Request, err: DaskrecError) -> JSONResponse:
         return _Json({"error": str(err)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _Json({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        problems = jsonable_encoder(err.errors(), exclude={"input", "url"})
+        first = problems[0] if problems else {}
+        where = " ".join(str(part) for part in first.get("loc", ()))
+        return _Json({"error": f"{where}: {first.get('msg', 'invalid request')}", "detail": problems}, status_code=422)
 
     @app.exception_handler(ApiError)
     async def node_error(_: Request, err: ApiError) -> JSONResponse:
@@ -153,7 +201,7 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
     async def page() -> str:
         return _PAGE
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "The node or the alias is missing."}})
     async def healthz() -> JSONResponse:
         """Whether the node answers and the alias is there, and which generation serves."""
         try:
@@ -164,13 +212,15 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
         body = {"status": "ok" if generation else "no index", "node": True, "alias": config.alias, "generation": generation}
         return _Json(body, status_code=200 if generation else 503)
 
-    @app.get("/metrics", dependencies=guarded, response_class=Response)
+    @app.get("/metrics", dependencies=guarded, response_class=Response, responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text format."}, **_problems(401)})
     async def metrics() -> Response:
         """Request latency per route, node errors (Prometheus text format)."""
         return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/items/{item_id}/similar", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
-    async def similar(item_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], k: int = limit_k) -> dict[str, Any]:
+    @app.get("/items/{item_id}/similar", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True,
+             responses=_problems(401, 404, 422, 502, 503))
+    async def similar(item_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], k: int = limit_k) -> Response:
         """The item's indicators, best first, with their root-LLR scores."""
         try:
             document = await state.client.get(index=config.alias, id=item_id, source_includes=[indicator_field(), scores_field(indicator_field())])
@@ -179,17 +229,19 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
             raise HTTPException(404, f"no {what} {item_id!r} in {config.alias!r}") from None
         source = document["_source"]
         pairs = zip(source.get(indicator_field(), []), source.get(scores_field(indicator_field()), []))
-        return {"items": [{"item": item, "score": score} for item, score in list(pairs)[:k]], "generation": document["_index"]}
+        return _answer([{"item": item, "score": score} for item, score in list(pairs)[:k]], document["_index"])
 
-    @app.get("/users/{user_id}/recommendations", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
-    async def for_user(user_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], k: int = limit_k, offset: int = limit_from) -> dict[str, Any]:
+    @app.get("/users/{user_id}/recommendations", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True,
+             responses=_problems(401, 422, 502, 503))
+    async def for_user(user_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], k: int = limit_k, offset: int = limit_from) -> Response:
         """Recommendations from the user's live history (seen items excluded)."""
         history, cross = await state.live_history(user_id)
         found, generation = await state.recommend(history, cross, {}, ItemFilter(), "popularity", k + offset)
-        return {"items": _listed(found[offset:]), "generation": generation, "history": history}
+        return _answer(_listed(found[offset:]), generation, history)
 
-    @app.post("/recommendations", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True)
-    async def recommend(query: Query_) -> dict[str, Any]:
+    @app.post("/recommendations", dependencies=guarded, response_model=Recommendations, response_model_exclude_none=True,
+              responses=_problems(400, 401, 413, 422, 502, 503))
+    async def recommend(query: Query_) -> Response:
         """Recommendations for an explicit history, an item, or a basket, with business rules."""
         wanted = query.k + query.from_
         lists = [query.history, query.item_set, query.exclude, *query.cross_history.values()]
@@ -200,9 +252,9 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
                                  boosts=[tuple(b) for b in query.boosts])  # type: ignore[misc]
         boosts = {indicator_field(None if name == "primary" else name): weight for name, weight in query.field_boosts.items()}
         found, generation = await state.recommend(history, query.cross_history, boosts, item_filter, query.backfill, wanted)
-        return {"items": _listed(found[query.from_:]), "generation": generation}
+        return _answer(_listed(found[query.from_:]), generation)
 
-    @app.post("/events", dependencies=guarded)
+    @app.post("/events", dependencies=guarded, response_model=Stored, responses=_problems(400, 401, 404, 413, 422, 502, 503))
     async def post_events(payload: Annotated[Any, Body(description="One event, a list of events, or {\"events\": [...]}.")]) -> dict[str, int]:
         """Store events durably (acknowledged after the node's translog sync) and make them visible
         to the next request; ``$set`` events update item properties at once."""
@@ -237,6 +289,70 @@ class _Json(JSONResponse):
         return orjson.dumps(content)
 
 
+class _TooLarge(Exception):
+    """A body grew past the limit while it was read."""
+
+
+class _Measured:
+    """Refuses bodies over the limit (by ``Content-Length``, and by counting chunked ones) and
+    records each request's latency by route and status.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) adds a task
+    and a memory stream to every request, a measured ~1 ms of the service's CPU per request here.
+    """
+
+    def __init__(self, app: ASGIApp, state: _State) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.state.config.max_body_bytes
+        too_large = _Json({"error": f"the body is larger than {limit} bytes"}, status_code=413)
+        size = Headers(scope=scope).get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > limit):
+            await too_large(scope, receive, send)
+            return
+        started, status, received = time.perf_counter(), 500, 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _TooLarge
+            return message
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sent)
+        except _TooLarge:
+            status = 413
+            await too_large(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            self.state.latency.labels(route=getattr(route, "path", "unmatched"), method=scope["method"],
+                                      status=str(status)).observe(time.perf_counter() - started)
+
+
+def _answer(items: list[dict[str, Any]], generation: str | None, history: list[str] | None = None) -> Response:
+    """A :class:`Recommendations` body, encoded at once: the routes build it from values already
+    checked, so FastAPI's second validation of the response model (a measured ~0.3 ms of CPU per
+    request here) is skipped; the model still documents the shape in the OpenAPI schema."""
+    body: dict[str, Any] = {"items": items}
+    if generation is not None:
+        body["generation"] = generation
+    if history is not None:
+        body["history"] = history
+    return _Json(body)
+
+
 def _listed(found: Sequence[Recommendation]) -> list[dict[str, Any]]:
     return [{"item": r.item, "score": r.score, "reason": r.reason} for r in found]
 
@@ -251,8 +367,8 @@ def _property_update(raw: Mapping[str, Any], position: int) -> tuple[str, dict[s
     return str(item), dict(properties)
 
 
-def _api_key_check(expected: str | None) -> Callable[..., None]:
-    def check(x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+def _api_key_check(expected: str | None) -> Callable[..., Awaitable[None]]:
+    async def check(x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
         if expected is not None and (x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.encode())):
             raise HTTPException(401, "a valid X-API-Key header is needed", headers={"WWW-Authenticate": "X-API-Key"})
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -76,7 +77,7 @@ def test_similar_lists_the_indicators_with_scores(service: TestClient, indexed: 
     pairs = [(entry["item"], entry["score"]) for entry in answer.json()["items"]]
     assert pairs == list(zip(row["indicators"][:5], row["scores"][:5]))  # the stored float64 scores, exactly
     missing = service.get("/items/no such item/similar")
-    assert missing.status_code == 404 and "no item" in missing.json()["detail"]
+    assert missing.status_code == 404 and "no item" in missing.json()["error"]
 
 
 def test_posted_queries_rank_as_the_scorer_does(service: TestClient, indexed: tuple[str, pa.Table]) -> None:
@@ -254,14 +255,19 @@ def test_no_generated_request_gets_a_5xx(service: TestClient, item: str, user: s
         assert "Traceback" not in answer.text
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextlib.contextmanager
 def listening(app: object) -> Iterator[str]:
     """``app`` served by uvicorn on a free loopback port, in a thread; its base URL."""
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -273,6 +279,31 @@ def listening(app: object) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def served(indexed: tuple[str, pa.Table], es_settings: EsSettings) -> Iterator[str]:
+    """The service over the indexed build, running on a loopback port: its base URL."""
+    with listening(create_app(es_settings, ServiceConfig(alias=indexed[0]))) as base:
+        yield base
+
+
+def _openapi_schema() -> Any:
+    """The service's OpenAPI schema (it does not depend on the node or the alias)."""
+    import schemathesis
+
+    return schemathesis.openapi.from_dict(create_app(EsSettings(), ServiceConfig()).openapi())
+
+
+@_openapi_schema().parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_requests_generated_from_the_openapi_schema(case: Any, served: str) -> None:
+    """Schemathesis: every operation, requests the schema allows and requests it does not; no
+    answer is a 5xx, each status is one the schema documents, each body matches its model."""
+    from schemathesis import checks
+
+    case.call_and_validate(base_url=served, checks=[checks.not_a_server_error, checks.status_code_conformance,
+                                                    checks.content_type_conformance, checks.response_schema_conformance])
 
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -377,3 +408,36 @@ def test_the_node_stopped_under_load_loses_no_acknowledged_event(tmp_path: Path,
         assert set(acknowledged) <= stored
     finally:
         subprocess.run([str(ES_SCRIPT), "down"], env=env, timeout=120)
+
+
+def test_daskrec_serve_with_two_workers(indexed: tuple[str, pa.Table], es_settings: EsSettings) -> None:
+    """``daskrec serve --workers 2``: two server processes, the API key from the environment, and
+    an event posted through one worker read back by whichever worker answers next."""
+    import httpx
+    import psutil
+
+    port = free_port()
+    command = [sys.executable, "-m", "daskrec", "serve", "--es-url", es_settings.url, "--index", indexed[0], "--port", str(port), "--workers", "2"]
+    base, key = f"http://127.0.0.1:{port}", {"X-API-Key": "two-workers"}
+    with subprocess.Popen(command, env={**os.environ, "DASKREC_API_KEY": "two-workers"}, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+                time.sleep(0.1)
+            spawned = [p for p in psutil.Process(server.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+            assert len(spawned) == 2
+            assert httpx.get(f"{base}/users/w/recommendations", timeout=10).status_code == 401
+            item = next(r["item"] for r in indexed[1].to_pylist() if r["indicators"])
+            with httpx.Client(base_url=base, headers=key, timeout=10) as client:
+                for n in range(6):  # each post is read back at once, whichever worker answers
+                    user = f"two-workers-{n}"
+                    assert client.post("/events", json={"visitorid": user, "event": "transaction", "itemid": item}).status_code == 200
+                    for _ in range(4):
+                        assert client.get(f"/users/{user}/recommendations").json()["history"] == [str(item)]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
