@@ -413,7 +413,7 @@ def test_the_node_stopped_under_load_loses_no_acknowledged_event(tmp_path: Path,
 def test_daskrec_serve_with_two_workers(indexed: tuple[str, pa.Table], es_settings: EsSettings) -> None:
     """``daskrec serve --workers 2``: two server processes, the API key from the environment, and
     an event posted through one worker read back by whichever worker answers next."""
-    import httpx
+    import httpx2
     import psutil
 
     port = free_port()
@@ -423,16 +423,16 @@ def test_daskrec_serve_with_two_workers(indexed: tuple[str, pa.Table], es_settin
         try:
             deadline = time.monotonic() + 60
             while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                with contextlib.suppress(httpx2.TransportError):
+                    if httpx2.get(f"{base}/healthz", timeout=2).status_code == 200:
                         break
                 assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
                 time.sleep(0.1)
             spawned = [p for p in psutil.Process(server.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
             assert len(spawned) == 2
-            assert httpx.get(f"{base}/users/w/recommendations", timeout=10).status_code == 401
+            assert httpx2.get(f"{base}/users/w/recommendations", timeout=10).status_code == 401
             item = next(r["item"] for r in indexed[1].to_pylist() if r["indicators"])
-            with httpx.Client(base_url=base, headers=key, timeout=10) as client:
+            with httpx2.Client(base_url=base, headers=key, timeout=10) as client:
                 for n in range(6):  # each post is read back at once, whichever worker answers
                     user = f"two-workers-{n}"
                     assert client.post("/events", json={"visitorid": user, "event": "transaction", "itemid": item}).status_code == 200
