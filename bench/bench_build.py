@@ -1,10 +1,19 @@
-"""Time ``daskrec build`` against a single-process scipy reference of the SPEC, in the same run.
+"""Time ``daskrec build`` against a single-process scipy reference of the SPEC and against the
+same recipe run with daskrec's own kernels in one process (``inprocess_build.py``: no Dask, no
+scratch files), in the same run.
 
-Generates (or reuses) a seeded log, runs both as subprocesses, samples the resident memory of
-each whole process tree (workers included) every 50 ms, checks that the outputs agree, and writes
+Generates (or reuses) a seeded log, runs the three as subprocesses, samples the resident memory
+of each whole process tree (workers included) every 50 ms, checks that the outputs agree, and
+writes
 
-    {"events", "mode", "daskrec_s", "reference_s", "ratio", "daskrec_peak_gb", "reference_peak_gb",
-     "outputs_match", "items", "items_with_indicators", "daskrec_stages_s"}
+    {"events", "mode", "daskrec_s", "reference_s", "ratio", "inprocess_s", "inprocess_ratio",
+     "daskrec_peak_gb", "reference_peak_gb", "inprocess_peak_gb", "outputs_match", "items",
+     "items_with_indicators", "work", "kernel_work_per_s", "inprocess_kernel_work_per_s",
+     "daskrec_stages_s", "inprocess_stages_s"}
+
+``ratio`` is daskrec over the reference, ``inprocess_ratio`` daskrec over the in-process run
+(below 1: Dask pays for itself); ``work`` is W = Σ_users (kept items)², the kernel's
+multiply-adds, and ``kernel_work_per_s`` W over the indicators stage's seconds.
 
 Usage: ``python bench/bench_build.py --events 10000000 --mode all --json bench/results/10M-all.json``
 """
@@ -31,7 +40,7 @@ def main() -> None:
 
     data = events_file(args.events, args.seed, args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        out, ref = Path(tmp) / "daskrec", Path(tmp) / "reference.parquet"
+        out, ref, inprocess = Path(tmp) / "daskrec", Path(tmp) / "reference.parquet", Path(tmp) / "inprocess.parquet"
         event = "all" if args.mode == "all" else "transaction"
         daskrec_s, daskrec_peak = run_measured(
             [sys.executable, "-m", "daskrec", "build", str(data), "--out", str(out), "--event", event,
@@ -40,26 +49,40 @@ def main() -> None:
         reference_s, reference_peak = run_measured(
             [sys.executable, str(HERE / "reference_build.py"), str(data), str(ref), "--event", event]
         )
+        inprocess_report = Path(tmp) / "inprocess.json"
+        inprocess_s, inprocess_peak = run_measured(
+            [sys.executable, str(HERE / "inprocess_build.py"), str(data), str(inprocess), "--event", event,
+             "--preset", "tutorial", "--report", str(inprocess_report)]
+        )
         manifest = json.loads((out / "manifest.json").read_text())
+        alone = json.loads(inprocess_report.read_text())
+        work = manifest["counts"]["work"]
         result = {
             "events": args.events,
             "mode": args.mode,
             "daskrec_s": round(daskrec_s, 2),
             "reference_s": round(reference_s, 2),
             "ratio": round(daskrec_s / reference_s, 3),
+            "inprocess_s": round(inprocess_s, 2),
+            "inprocess_ratio": round(daskrec_s / inprocess_s, 3),
             "daskrec_peak_gb": round(daskrec_peak / 1e9, 2),
             "reference_peak_gb": round(reference_peak / 1e9, 2),
-            "outputs_match": outputs_match(out / "indicators.parquet", ref),
+            "inprocess_peak_gb": round(inprocess_peak / 1e9, 2),
+            "outputs_match": outputs_match(out / "indicators.parquet", ref) and outputs_match(inprocess, ref),
             "items": manifest["counts"]["items"],
             "items_with_indicators": manifest["counts"]["items_with_indicators"],
+            "work": work,
+            "kernel_work_per_s": round(work / manifest["timings_s"]["indicators"]),
+            "inprocess_kernel_work_per_s": round(alone["work"] / alone["timings_s"]["indicators"]),
             "daskrec_stages_s": manifest["timings_s"],
+            "inprocess_stages_s": alone["timings_s"],
         }
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if not result["outputs_match"]:
-        sys.exit("daskrec and the reference disagree")
+        sys.exit("daskrec, the in-process run and the reference disagree")
 
 
 if __name__ == "__main__":
