@@ -192,7 +192,7 @@ class IndexConfig:
     """Bytes per bulk request at most."""
 
     layout: Layout = "weighted"
-    """``weighted``: matches count by indicator strength (rounded root LLR); ``keyword``: plain matches (the tutorial's)."""
+    """``weighted``: matches count by indicator strength (root LLR in steps of 3); ``keyword``: plain matches (the tutorial's)."""
 
     def __post_init__(self) -> None:
         if not self.alias or self.alias != self.alias.lower() or any(c in self.alias for c in ' "*\\<|,>/?#:'):

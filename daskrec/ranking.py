@@ -13,8 +13,9 @@ everybody's indicator says little.
 
 The layouts differ only in ``tf``:
 
-* ``weighted`` (the default): ``tf`` is the indicator's root-LLR score rounded to an integer
-  (1 to :data:`~daskrec.schema.MAX_TERM_FREQUENCY`), stored by repeating the id's token in a whitespace-analysed
+* ``weighted`` (the default): ``tf`` is the indicator's root-LLR score in steps of
+  :data:`~daskrec.schema.WEIGHT_STEP` (3), rounded to an integer (1 to
+  :data:`~daskrec.schema.MAX_TERM_FREQUENCY`), stored by repeating the id's token in a whitespace-analysed
   text field; a strong co-occurrence counts for more than a weak one. Elasticsearch's core has
   no ``rank_features`` without the mapper-extras module, and repeated terms work on every
   distribution.

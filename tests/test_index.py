@@ -71,12 +71,12 @@ def test_weighted_text_equals_the_token_by_token_recipe(rows: list[list[object]]
     assert [document["weighted_indicators"] for document in indicator_documents(table)] == expected
 
 
-def test_weighted_documents_repeat_each_indicator_by_its_rounded_score() -> None:
-    table = pa.table({"item": [1], "indicators": [[2, 3, 4, 5]], "scores": [[3.4, 2.5, 0.2, 99.0]], "popularity": [9]})
+def test_weighted_documents_repeat_each_indicator_by_its_rounded_score_in_steps() -> None:
+    table = pa.table({"item": [1], "indicators": [[2, 3, 4, 5]], "scores": [[10.2, 7.5, 0.2, 999.0]], "popularity": [9]})
     document = next(indicator_documents(table, "weighted", {1: {"genre": ["a", "b"]}, 7: {"genre": "c"}}))
-    # round half to even, at least once, at most 32 times
-    assert document["weighted_indicators"].split() == ["2"] * 3 + ["3"] * 2 + ["4"] + ["5"] * 32
-    text = pa.table({"item": ["a"], "indicators": [["b c", "d%"]], "scores": [[1.0, 2.0]], "popularity": [1]})
+    # score / 3, half to even, at least once, at most MAX_TERM_FREQUENCY (11) times
+    assert document["weighted_indicators"].split() == ["2"] * 3 + ["3"] * 2 + ["4"] + ["5"] * 11
+    text = pa.table({"item": ["a"], "indicators": [["b c", "d%"]], "scores": [[1.0, 6.0]], "popularity": [1]})
     assert next(indicator_documents(text, "weighted"))["weighted_indicators"] == "b%20c d%25 d%25"
     assert document["indicators"] == [2, 3, 4, 5] and document["properties"] == {"genre": ["a", "b"]}
 

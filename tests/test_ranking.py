@@ -28,7 +28,7 @@ def test_scorer_weighs_matches_by_strength_and_rarity() -> None:
 
     weighted = Scorer(small_table(), "weighted").recommend(["a"], 3)
     assert [(r.item, r.reason) for r in weighted] == [("d", "indicators"), ("b", "indicators"), ("c", "indicators")]
-    assert [r.score for r in weighted] == pytest.approx([clause(12, 3), clause(10, 3), clause(4, 3)], rel=1e-4)
+    assert [r.score for r in weighted] == pytest.approx([clause(11, 3), clause(10, 3), clause(4, 3)], rel=1e-4)
     keyword = Scorer(small_table(), "keyword").recommend(["a"], 3)
     assert [r.item for r in keyword] == ["b", "c", "d"]  # equal scores: ids as text ascending
     both = Scorer(small_table(), "keyword").recommend(["a", "b"], 2)
@@ -84,7 +84,7 @@ def small_table() -> pa.Table:
         {
             "item": ["a", "b", "c", "d", "e"],
             "indicators": [["b", "c"], ["a"], ["a", "b"], ["a"], []],
-            "scores": [[9.6, 3.2], [9.6], [4.0, 3.0], [12.0], []],
+            "scores": [[28.8, 9.6], [28.8], [12.0, 9.0], [33.0], []],  # tf: score / 3, rounded
             "popularity": [5, 7, 3, 3, 9],
         }
     )

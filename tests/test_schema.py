@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from daskrec.schema import (
     LOADING,
     MAX_TERM_FREQUENCY,
+    WEIGHT_STEP,
     MAX_TOKEN_CHARS,
     generation_meta,
     indicator_field,
@@ -44,9 +45,9 @@ def test_field_names_go_together(event_type: str) -> None:
     assert search_field(field, "keyword") == field
 
 
-def test_term_frequencies_are_bounded_rounded_scores() -> None:
-    scores = np.array([0.2, 1.5, 2.5, 31.4, 1e9])
-    assert term_frequencies(scores, "weighted").tolist() == [1, 2, 2, 31, MAX_TERM_FREQUENCY]
+def test_term_frequencies_are_bounded_rounded_scores_in_steps() -> None:
+    scores = np.array([0.2, 4.5, 7.5, 31.4, 1e9]) * WEIGHT_STEP / 3.0
+    assert term_frequencies(scores, "weighted").tolist() == [1, 2, 2, 10, MAX_TERM_FREQUENCY]
     assert term_frequencies(scores, "keyword").tolist() == [1] * 5
 
 
