@@ -177,9 +177,9 @@ def indicator_documents(
 
     Examples
     --------
-    >>> table = pa.table({"item": [1], "indicators": [[2, 3]], "scores": [[2.2, 1.0]], "popularity": [4]})
+    >>> table = pa.table({"item": [1], "indicators": [[2, 3]], "scores": [[6.2, 1.0]], "popularity": [4]})
     >>> list(indicator_documents(table, "keyword"))
-    [{'id': 1, 'indicators': [2, 3], 'scores': [2.2, 1.0], 'popularity': 4}]
+    [{'id': 1, 'indicators': [2, 3], 'scores': [6.2, 1.0], 'popularity': 4}]
     >>> next(indicator_documents(table, "weighted", {1: {"genre": "jazz"}}))["weighted_indicators"]
     '2 2 3'
     """
@@ -205,7 +205,7 @@ def _weighted_text(indicators: pa.ListArray, scores: pa.ListArray) -> pa.Array:
 
     Examples
     --------
-    >>> _weighted_text(pa.array([["a b", "c"], []]), pa.array([[2.2, 0.4], []])).to_pylist()
+    >>> _weighted_text(pa.array([["a b", "c"], []]), pa.array([[6.2, 0.4], []])).to_pylist()
     ['a%20b a%20b c', '']
     """
     flat = pc.list_flatten(indicators)
