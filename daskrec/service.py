@@ -42,8 +42,8 @@ from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, 
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -309,10 +309,9 @@ class _Measured:
             await self.app(scope, receive, send)
             return
         limit = self.state.config.max_body_bytes
-        too_large = _Json({"error": f"the body is larger than {limit} bytes"}, status_code=413)
         size = Headers(scope=scope).get("content-length")
         if size is not None and (not size.isdigit() or int(size) > limit):
-            await too_large(scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
             return
         started, status, received = time.perf_counter(), 500, 0
 
@@ -334,11 +333,16 @@ class _Measured:
             await self.app(scope, counted, sent)
         except _TooLarge:
             status = 413
-            await too_large(scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
         finally:
             route = scope.get("route")
             self.state.latency.labels(route=getattr(route, "path", "unmatched"), method=scope["method"],
                                       status=str(status)).observe(time.perf_counter() - started)
+
+
+def _too_large(limit: int) -> Response:
+    """The 413 answer to a body over ``limit`` bytes."""
+    return _Json({"error": f"the body is larger than {limit} bytes"}, status_code=413)
 
 
 def _answer(items: list[dict[str, Any]], generation: str | None, history: list[str] | None = None) -> Response:
