@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-serve bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
+.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-kernel bench-serve bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ bench: venv
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode all --json bench/results/build-10M-all.json
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode transaction --json bench/results/build-10M-transaction.json
 
+## bench-kernel: the indicators stage alone, per-block kernel vs each pair once, same matrix (README, "Benchmarks")
+bench-kernel: venv
+	$(BIN)/python bench/bench_kernel.py --events 10000000 --mode all --rounds 3 --json bench/results/kernel-10M-all.json
+
 ## bench-shuffle: daskrec's routing of rows by visitor against Dask's shuffle (README, "How it is computed")
 bench-shuffle: venv
 	$(BIN)/python bench/bench_shuffle.py --events 2000000,10000000 --json bench/results/shuffle.json
@@ -72,7 +76,7 @@ serve: venv es-up
 
 ## bench-serve: open-loop load on the service and the same queries sent straight to the node
 bench-serve: venv es-up
-	$(BIN)/python bench/bench_serve.py --rates 25,50,100,125,150,200 --seconds 8 --json bench/results/serve.json
+	$(BIN)/python bench/bench_serve.py --rates 25,50,100,125,150,200 --seconds 16 --rounds 2 --json bench/results/serve.json
 
 ## es-up / es-down: a single-node Elasticsearch on 127.0.0.1:9200 (fetched from Maven Central once)
 es-up:

@@ -10,11 +10,15 @@ down) for ``--seconds`` seconds or ``--requests`` requests, whichever comes firs
 Routes: ``user`` = ``GET /users/{id}/recommendations`` (live history), ``similar`` =
 ``GET /items/{id}/similar``. ``direct`` sends the requests the service would send (the history
 ``_msearch`` then the search, or the GET) straight to the node with the async client: the
-service's overhead is its p50 less the direct p50.
+service's overhead (``overhead_p50_ms`` in the service's rows) is its p50 less the direct p50.
+``hop`` = ``GET /``, a static page the service answers without the node: one request through the
+HTTP stack on both ends, the floor of any overhead. Each rate runs a route and its twins in
+``--rounds`` alternating slices, so that a drift in the machine's speed (which is large on a
+shared VM) hits them alike.
 
 ``--json FILE`` writes a list of rows ``{"route", "rate", "p50_ms", "p95_ms", "p99_ms", "errors",
 "sent", "node_cpu_ms", "service_cpu_ms", "client_cpu_ms", "rate_bound"}`` (``route`` is ``user``,
-``similar``, ``direct-user`` or ``direct-similar``). The ``*_cpu_ms`` are CPU milliseconds per
+``similar``, ``direct-user``, ``direct-similar`` or ``hop``). The ``*_cpu_ms`` are CPU milliseconds per
 request spent by the node (its own ``process.cpu`` statistic), the service's processes and this
 load generator; ``rate_bound`` is the rate at which they would use every core of this machine
 (``cores × 1000 / Σ cpu_ms``): no rate near it can keep a low p99, whatever the code.
@@ -97,6 +101,21 @@ def row(route: str, rate: float, latencies: list[float], errors: int, cpu_s: dic
     return found
 
 
+class Run:
+    """Latencies, errors and CPU seconds of one route at one rate, summed over its slices."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.cpu_s: dict[str, float] = {}
+
+    def add(self, latencies: list[float], errors: int, cpu_s: dict[str, float]) -> None:
+        self.latencies += latencies
+        self.errors += errors
+        for what, seconds in cpu_s.items():
+            self.cpu_s[what] = self.cpu_s.get(what, 0.0) + seconds
+
+
 class CpuClock:
     """CPU seconds used so far by the node, the service's processes and this process."""
 
@@ -155,17 +174,65 @@ async def measure(args: argparse.Namespace, base: str, es: EsSettings, users: li
             answer = await node.get(index=ALIAS, id=str(items[i % len(items)]), source_includes=[indicator_field(), scores_field(indicator_field())])
             return bool(answer["found"])
 
-        routes = {"user": user, "similar": similar, "direct-user": direct_user, "direct-similar": direct_similar}
-        for name, send in routes.items():
-            await open_loop(send, 50, 2, 100)  # warm the connections and the node's caches
+        async def hop(_: int) -> bool:
+            return await fetch("/")
+
+        groups = {"user": {"direct-user": direct_user, "hop": hop}, "similar": {"direct-similar": direct_similar}}
+        for name, others in groups.items():
+            served = user if name == "user" else similar
+            for send in (served, *others.values()):
+                await open_loop(send, 50, 2, 100)  # warm the connections and the node's caches
             for rate in (float(r) for r in args.rates.split(",")):
-                before = await clock.read(not name.startswith("direct"))
-                latencies, errors = await open_loop(send, rate, args.seconds, args.requests)
-                after = await clock.read(not name.startswith("direct"))
-                rows.append(row(name, rate, latencies, errors, {what: after[what] - before[what] for what in after}))
-                print(json.dumps(rows[-1]), file=sys.stderr)
+                runs = {name: (served, Run()), **{route: (send, Run()) for route, send in others.items()}}
+                for _ in range(args.rounds):  # alternating slices: a drift in the machine's speed hits both alike
+                    for route, (send, run) in runs.items():
+                        before = await clock.read(not route.startswith("direct"))
+                        latencies, errors = await open_loop(send, rate, args.seconds / args.rounds, args.requests // args.rounds)
+                        after = await clock.read(not route.startswith("direct"))
+                        run.add(latencies, errors, {what: after[what] - before[what] for what in after})
+                measured = {route: row(route, rate, run.latencies, run.errors, run.cpu_s) for route, (_, run) in runs.items()}
+                measured[name]["overhead_p50_ms"] = round(measured[name]["p50_ms"] - measured[f"direct-{name}"]["p50_ms"], 2)  # type: ignore[operator]
+                for found in measured.values():
+                    rows.append(found)
+                    print(json.dumps(found), file=sys.stderr)
         await node.close()
     return rows
+
+
+def until_healthy(base: str, server: subprocess.Popen[str]) -> float:
+    """Seconds until the service at ``base`` answers ``/healthz`` with 200 (exits if it dies)."""
+    started = time.perf_counter()
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as answer:
+                if answer.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            pass
+        if server.poll() is not None or time.perf_counter() - started > 60:
+            sys.exit(f"the service did not start: {server.stderr.read() if server.stderr else ''}")
+        time.sleep(0.01)
+
+
+SERVICE_LIBRARIES = "import click, elasticsearch, fastapi, orjson, prometheus_client, uvicorn"
+"""What the service stands on: importing these in a bare interpreter is the floor of its start."""
+
+
+def startup(command: list[str], base: str, times: int = 3) -> tuple[float, float]:
+    """The best of ``times`` starts of ``command`` until ``/healthz`` answers, and the best of as
+    many bare interpreters importing :data:`SERVICE_LIBRARIES` (seconds, process start included)."""
+    starts, floors = [], []
+    for _ in range(times):
+        server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            starts.append(until_healthy(base, server))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", SERVICE_LIBRARIES], check=True)
+        floors.append(time.perf_counter() - started)
+    return min(starts), min(floors)
 
 
 def main() -> None:
@@ -175,6 +242,7 @@ def main() -> None:
     parser.add_argument("--rates", default="25,50,100,200", help="Requests per second, comma-separated.")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--requests", type=int, default=5000, help="Most requests per route and rate.")
+    parser.add_argument("--rounds", type=int, default=4, help="Alternating slices of each route and its direct twin per rate.")
     parser.add_argument("--workers", type=int, default=1, help="Service processes.")
     parser.add_argument("--es-url", default="http://127.0.0.1:9200")
     parser.add_argument("--port", type=int, default=8765)
@@ -193,23 +261,14 @@ def main() -> None:
     with_indicators = [r["item"] for r in table.select(["item", "indicators"]).to_pylist() if r["indicators"]]
     items = [with_indicators[i] for i in rng.choice(len(with_indicators), 1000)]
     users = [f"bench-user-{u}" for u in range(args.users)]
-    server = subprocess.Popen([sys.executable, "-m", "daskrec", "serve", "--es-url", args.es_url, "--index", ALIAS,
-                               "--port", str(args.port), "--workers", str(args.workers), "--event", "all"],
-                              env={**os.environ, "DASKREC_API_KEY": ""}, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "daskrec", "serve", "--es-url", args.es_url, "--index", ALIAS,
+               "--port", str(args.port), "--workers", str(args.workers), "--event", "all"]
     base = f"http://127.0.0.1:{args.port}"
+    started, floor = startup(command, base)
+    print(f"start to /healthz: {started:.2f}s (best of 3); importing the libraries it stands on: {floor:.2f}s", file=sys.stderr)
+    server = subprocess.Popen(command, env={**os.environ, "DASKREC_API_KEY": ""}, stderr=subprocess.PIPE, text=True)
     try:
-        started = time.perf_counter()
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.perf_counter() - started > 60:
-                sys.exit(f"the service did not start: {server.stderr.read() if server.stderr else ''}")
-            time.sleep(0.05)
-        print(f"service answering {time.perf_counter() - started:.2f}s after start", file=sys.stderr)
+        print(f"service answering {until_healthy(base, server):.2f}s after start", file=sys.stderr)
         posted = [{"visitorid": user, "event": "transaction", "itemid": items[i]}  # ten each, on items with indicators
                   for user in users for i in rng.choice(len(items), 10)]
         for first in range(0, len(posted), 1000):  # a batch waits for one refresh, not one per user

@@ -9,8 +9,8 @@ the Dask layer costs or gains. The steps are the pipeline's:
 * ``occurrences``: the item vocabulary (sorted ids), the occurrence matrix
   (:func:`~daskrec.cooccurrence.occurrence_block`, binarised for the users table), its marginals
   and each item row's work (:func:`~daskrec.cooccurrence.summarise`);
-* ``indicators``: the fused kernel (:func:`daskrec.indicators.indicator_block`, which releases
-  the GIL) over item ranges of equal work, on a pool of ``--threads`` threads sharing the matrix;
+* ``indicators``: the library's kernel for a matrix held whole
+  (:func:`daskrec.indicators.all_indicators`: each pair of items once, ``--threads`` threads);
 * ``output``: the table (:func:`daskrec.pipeline.indicator_table`), written as Parquet.
 
 It handles the primary field only (no cross-occurrence types, no downsampling, no trending
@@ -27,7 +27,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import pyarrow.parquet as pq
 
 from daskrec import cooccurrence as co
 from daskrec.config import PRESETS, BuildConfig, IngestConfig
-from daskrec.indicators import indicator_block
+from daskrec.indicators import all_indicators
 from daskrec.ingest import keep_recent
 from daskrec.pipeline import ItemCounts, indicator_table
 
@@ -50,11 +49,9 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     timings[name] = round(time.perf_counter() - started, 3)
 
 
-def inprocess_indicators(path: str, config: BuildConfig, threads: int) -> tuple[pa.Table, dict[str, float], int]:
-    """The indicator table of the log at ``path`` (primary field only), the stages' seconds and
-    the kernel's work (multiply-adds)."""
-    timings: dict[str, float] = {}
-    chosen = config.indicators
+def occurrences_of(path: str, config: BuildConfig, timings: dict[str, float]) -> tuple[pd.Index, co.Occurrences, co.BlockSummary]:
+    """The ``ingest`` and ``occurrences`` stages: the item vocabulary, the occurrence matrix and
+    its summary (marginals, each item row's work), timed into ``timings``."""
     with stage("ingest", timings):
         columns = ["timestamp", "visitorid", "event", "itemid"]
         frame = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=columns)).to_pandas()
@@ -69,21 +66,25 @@ def inprocess_indicators(path: str, config: BuildConfig, threads: int) -> tuple[
         users = kept["user"].to_numpy()
         del kept
         block = co.occurrence_block(users, codes, int(users.max()) + 1, len(vocabulary))
-        if chosen.llr_table == "users":
+        if config.indicators.llr_table == "users":
             block = co.binarise(block)
-        summary = co.summarise(block, chosen.llr_table)
+        summary = co.summarise(block, config.indicators.llr_table)
         occurrences = co.stack_blocks([block])
-        del block
-        plan = co.split_by_work(summary.work, 8 * threads)
+    return vocabulary, occurrences, summary
+
+
+def inprocess_indicators(path: str, config: BuildConfig, threads: int) -> tuple[pa.Table, dict[str, float], int]:
+    """The indicator table of the log at ``path`` (primary field only), the stages' seconds and
+    the kernel's work (multiply-adds)."""
+    timings: dict[str, float] = {}
+    chosen = config.indicators
+    vocabulary, occurrences, summary = occurrences_of(path, config, timings)
     with stage("indicators", timings):
-        with ThreadPoolExecutor(threads) as pool:
-            blocks = list(
-                pool.map(lambda span: indicator_block(occurrences, summary.margins, span[0], span[1], chosen.top_k, chosen.min_llr), plan)
-            )
+        block = all_indicators(occurrences, summary.margins, chosen.top_k, chosen.min_llr, threads)
     with stage("output", timings):
         popularity = np.bincount(occurrences.by_user.indices, minlength=len(vocabulary)).astype(np.int64)
         counts = ItemCounts(popularity=popularity, trending=np.zeros_like(popularity))
-        table = pa.concat_tables([indicator_table(vocabulary, b, counts) for b in blocks])
+        table = indicator_table(vocabulary, block, counts)
     return table, timings, int(summary.work.sum())
 
 

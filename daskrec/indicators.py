@@ -6,6 +6,11 @@ nonzero with the root LLR (:mod:`daskrec.llr`, margins' logarithms computed once
 Nothing dense of size items x items, and no sort of a whole row, is ever made; the scratch space
 is one int64 vector of length ``n_items`` per task.
 
+When one process holds the whole matrix, :func:`all_indicators` gives every item's rows to the
+bit from about half the work, taking each unordered pair of items once (``C = AᵀA`` and its LLR
+tables are symmetric); it keeps a heap for every row, so it needs more memory
+(:func:`pair_kernel_bytes`). The pipeline picks it when that fits (:mod:`daskrec.pipeline`).
+
 Ranking: score descending; equal scores rank the smaller item code first. Item codes follow the
 sorted order of the original ids, so ties go to the smaller item id (numeric for integer ids,
 lexicographic for string ids), whatever the partitioning. A score of exactly 0 (and anything
@@ -14,6 +19,8 @@ below ``min_score``) is never an indicator.
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -22,7 +29,7 @@ import numpy as np
 from .cooccurrence import Marginals, Occurrences
 from .llr import llr_from_margins, signed_root, xlogx
 
-__all__ = ["FieldIndicators", "IndicatorBlock", "indicator_block"]
+__all__ = ["FieldIndicators", "IndicatorBlock", "all_indicators", "indicator_block", "pair_kernel_bytes"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ def indicator_block(
     n_fields = len(margins.totals)
     n_items = occurrences.n_items // n_fields
     counts, item_codes, scores, nonzeros = _indicator_rows(
-        by_user.indptr, by_user.indices, by_user.data, by_item.indptr, by_item.indices, by_item.data,
+        (by_user.indptr, by_user.indices, by_user.data, by_item.indptr, by_item.indices, by_item.data),
         margins.row_sum,
         margins.column_sum,
         margins.totals.astype(np.int64),
@@ -137,13 +144,42 @@ def _sift_down(heap_score: np.ndarray, heap_item: np.ndarray, size: int, node: i
 
 
 @_jit
+def _offer(heap_score: np.ndarray, heap_item: np.ndarray, size: int, top_k: int, score: float, item: int) -> int:
+    """Offer a candidate to a heap of at most ``top_k`` (worst kept at the root); return its new size."""
+    if size < top_k:
+        node = size
+        heap_score[node] = score
+        heap_item[node] = item
+        while node > 0:
+            parent = (node - 1) // 2
+            if not _worse(heap_score[node], heap_item[node], heap_score[parent], heap_item[parent]):
+                break
+            heap_score[node], heap_score[parent] = heap_score[parent], heap_score[node]
+            heap_item[node], heap_item[parent] = heap_item[parent], heap_item[node]
+            node = parent
+        return size + 1
+    if _worse(heap_score[0], heap_item[0], score, item):
+        heap_score[0] = score
+        heap_item[0] = item
+        _sift_down(heap_score, heap_item, size, 0)
+    return size
+
+
+@_jit
+def _drain(heap_score: np.ndarray, heap_item: np.ndarray, size: int, out_scores: np.ndarray, out_items: np.ndarray, base: int) -> None:
+    """Empty a heap into ``out[base : base + size]``, best first (the worst is popped first, into
+    the last slot)."""
+    for slot in range(size - 1, -1, -1):
+        out_scores[base + slot] = heap_score[0]
+        out_items[base + slot] = heap_item[0]
+        heap_score[0] = heap_score[slot]
+        heap_item[0] = heap_item[slot]
+        _sift_down(heap_score, heap_item, slot, 0)
+
+
+@_jit
 def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
-    user_indptr: np.ndarray,
-    user_items: np.ndarray,
-    user_counts: np.ndarray,
-    item_indptr: np.ndarray,
-    item_users: np.ndarray,
-    item_counts: np.ndarray,
+    matrix: tuple[np.ndarray, ...],
     row_sum: np.ndarray,
     column_sum: np.ndarray,
     totals: np.ndarray,
@@ -153,6 +189,9 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
     top_k: int,
     min_score: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Rows ``[start, stop)`` of every field, each row's co-occurrences accumulated and scored in
+    turn; ``matrix`` is the occurrences' ``by_user`` then ``by_item`` (indptr, indices, data)."""
+    user_indptr, user_items, user_counts, item_indptr, item_users, item_counts = matrix
     n_fields = len(totals)
     n_columns = len(item_indptr) - 1
     n_rows = stop - start
@@ -221,34 +260,285 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
             score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
             if not (score > 0.0 and score >= min_score):
                 continue
-            scores_f, items_f = heap_score[f], heap_item[f]
-            size = sizes[f]
-            if size < top_k:
-                node = size
-                scores_f[node] = score
-                items_f[node] = j
-                sizes[f] = size + 1
-                while node > 0:
-                    parent = (node - 1) // 2
-                    if not _worse(scores_f[node], items_f[node], scores_f[parent], items_f[parent]):
-                        break
-                    scores_f[node], scores_f[parent] = scores_f[parent], scores_f[node]
-                    items_f[node], items_f[parent] = items_f[parent], items_f[node]
-                    node = parent
-            elif _worse(scores_f[0], items_f[0], score, j):
-                scores_f[0] = score
-                items_f[0] = j
-                _sift_down(scores_f, items_f, size, 0)
-        # Pop the worst first into the last slot: each field's row comes out best first.
+            sizes[f] = _offer(heap_score[f], heap_item[f], sizes[f], top_k, score, j)
         base = (i - start) * top_k
         for f in range(n_fields):
-            scores_f, items_f = heap_score[f], heap_item[f]
-            size = sizes[f]
-            counts[f, i - start] = size
-            for slot in range(size - 1, -1, -1):
-                out_scores[f, base + slot] = scores_f[0]
-                out_items[f, base + slot] = items_f[0]
-                scores_f[0] = scores_f[slot]
-                items_f[0] = items_f[slot]
-                _sift_down(scores_f, items_f, slot, 0)
+            counts[f, i - start] = sizes[f]
+            _drain(heap_score[f], heap_item[f], sizes[f], out_scores[f], out_items[f], base)
     return counts, out_items, out_scores, nonzeros
+
+
+# ------------------------------------------------------------------ every item at once, by pairs
+
+
+def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int) -> int:
+    """Memory :func:`all_indicators` holds beyond the occurrence matrix, at most: every thread's
+    resident primary heaps (``top_k`` slots of a score and an int32 code, a size and a threshold
+    per row, from the thread's first row on) and accumulator, and every row's output. A
+    thread's user cursors (8 bytes a user) are left to the matrix's own estimate."""
+    heaps = threads * n_items * (top_k * (8 + 4) + 16)
+    accumulators = threads * n_fields * n_items * 16
+    outputs = n_fields * n_items * (top_k * (8 + 8) + 8)
+    return heaps + accumulators + outputs
+
+
+def all_indicators(occurrences: Occurrences, margins: Marginals, top_k: int, min_score: float, threads: int) -> IndicatorBlock:
+    """The indicators of every item, as :func:`indicator_block` over ``[0, n)`` gives them to the
+    bit, from half the work: the primary table is symmetric (``C = AᵀA``, and both LLR tables give
+    item ``i`` and item ``j`` the same margins), so each unordered pair of items is accumulated
+    and its four logarithms taken once, then scored in each orientation with that orientation's
+    own order of operations and its own sign test, and offered to both items' heaps. Cross-
+    occurrence columns (``AᵀB``, not symmetric) are accumulated per row as before.
+
+    Rows are cut into ``threads`` contiguous ranges of equal pair work, each run by a Python
+    thread in a ``nogil`` kernel with its own heaps for every row from its first on (a row's
+    candidates come from the rows before it); the heaps are merged per row at the end. The
+    memory this takes is :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's
+    column, with each user's items in ascending order.
+
+    Raises
+    ------
+    ValueError
+        The primary margins are not symmetric (``row_sum ≠ column_sum`` on the primary columns).
+    """
+    by_user, by_item = occurrences.by_user, occurrences.by_item
+    n_fields = len(margins.totals)
+    n_items = occurrences.n_items // n_fields
+    if not np.array_equal(margins.row_sum[:n_items], margins.column_sum[:n_items]):
+        raise ValueError("the primary table's row and column margins differ: it is not symmetric")
+    if not by_user.has_sorted_indices:
+        by_user = by_user.sorted_indices()
+    matrix = tuple(np.asarray(a, dtype=np.int64) for a in (by_user.indptr, by_user.indices, by_user.data,
+                                                           by_item.indptr, by_item.indices, by_item.data))
+    totals = margins.totals.astype(np.int64)
+    entropy = _margin_entropies(margins.row_sum, totals, n_items)
+    work = _pair_work(matrix[0], matrix[1], n_items)
+    bounds = np.searchsorted(np.cumsum(work), np.arange(1, threads) * (work.sum() / threads), side="right")
+    starts = np.r_[0, bounds].astype(np.int64)
+    stops = np.r_[bounds, n_items].astype(np.int64)
+    heap_first = np.r_[0, np.cumsum(n_items - starts)].astype(np.int64)  # thread t's rows [starts[t], n) in the heaps
+    heap_score = np.empty((heap_first[-1], top_k), dtype=np.float64)
+    heap_item = np.empty((heap_first[-1], top_k), dtype=np.int32)
+    heap_size = np.zeros(heap_first[-1], dtype=np.int64)
+    threshold = np.full(heap_first[-1], -np.inf)
+    counts = np.zeros((n_fields, n_items), dtype=np.int64)
+    out_items = np.empty((n_fields, n_items * top_k), dtype=np.int64)
+    out_scores = np.empty((n_fields, n_items * top_k), dtype=np.float64)
+
+    def run(t: int) -> int:
+        rows = slice(heap_first[t], heap_first[t + 1])
+        return int(_pair_rows(
+            matrix, (margins.row_sum, margins.column_sum, totals, entropy), n_items, int(starts[t]), int(stops[t]), top_k,
+            float(min_score), heap_score[rows], heap_item[rows], heap_size[rows], threshold[rows], counts, out_items, out_scores,
+        ))
+
+    def merge(t: int) -> None:
+        _merge_rows(starts, heap_first, heap_score, heap_item, heap_size, int(starts[t]), int(stops[t]), top_k,
+                    counts[0], out_items[0], out_scores[0])
+
+    with ThreadPoolExecutor(threads) as pool:
+        nonzeros = sum(pool.map(run, range(threads)))
+        list(pool.map(merge, range(threads)))
+    keep = np.arange(top_k)[None, :] < counts[:, :, None]
+    fields = tuple(
+        FieldIndicators(counts=counts[f], item_codes=out_items[f].reshape(-1, top_k)[keep[f]] - f * n_items,
+                        scores=out_scores[f].reshape(-1, top_k)[keep[f]])
+        for f in range(n_fields)
+    )
+    return IndicatorBlock(start=0, stop=n_items, fields=fields, cooccurrence_nonzeros=nonzeros)
+
+
+@_jit
+def _margin_entropies(row_sum: np.ndarray, totals: np.ndarray, n_items: int) -> np.ndarray:
+    """Per primary item, ``xLogX(total) − xLogX(margin) − xLogX(total − margin)``: the row entropy
+    of its tables, and (the table being symmetric) the column entropy of its column, computed in
+    the order :func:`~daskrec.llr.llr_from_margins` computes them."""
+    xlogx_total = xlogx(float(totals[0]))
+    entropy = np.empty(n_items, dtype=np.float64)
+    for i in range(n_items):
+        entropy[i] = xlogx_total - xlogx(float(row_sum[i])) - xlogx(float(totals[0] - row_sum[i]))
+    return entropy
+
+
+@_jit
+def _pair_work(user_indptr: np.ndarray, user_items: np.ndarray, n_items: int) -> np.ndarray:
+    """Per primary item, the entries its row accumulates when each pair is taken once: over its
+    users, their entries after it (later primary items and every cross column)."""
+    work = np.zeros(n_items, dtype=np.int64)
+    for user in range(len(user_indptr) - 1):
+        stop = user_indptr[user + 1]
+        for q in range(user_indptr[user], stop):
+            item = user_items[q]
+            if item >= n_items:
+                break
+            work[item] += stop - q - 1
+    return work
+
+
+@_jit
+def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
+    matrix: tuple[np.ndarray, ...],
+    margins: tuple[np.ndarray, ...],
+    n_items: int,
+    start: int,
+    stop: int,
+    top_k: int,
+    min_score: float,
+    heap_score: np.ndarray,
+    heap_item: np.ndarray,
+    heap_size: np.ndarray,
+    threshold: np.ndarray,
+    counts: np.ndarray,
+    out_items: np.ndarray,
+    out_scores: np.ndarray,
+) -> int:
+    """Rows ``[start, stop)`` (``margins``: row and column sums, totals, :func:`_margin_entropies`):
+    each primary pair ``i < j`` scored both ways into the heaps of rows
+    ``start..n-1`` (row ``r`` at ``r - start``; ``threshold[r]`` is its worst kept score once it
+    is full, below which nothing can enter); cross columns into ``out_*`` at once. Returns the
+    rows' nonzeros as :func:`_indicator_rows` counts them (a pair counts in both rows)."""
+    user_indptr, user_items, user_counts, item_indptr, item_users, item_counts = matrix
+    row_sum, column_sum, totals, entropy = margins
+    n_fields = len(totals)
+    n_columns = len(item_indptr) - 1
+    n_users = len(user_indptr) - 1
+    cooc_row = np.zeros(n_columns, dtype=np.int64)
+    touched = np.empty(n_columns, dtype=np.int64)
+    cursor = np.full(n_users, -1, dtype=np.int64)
+    xlogx_total = np.empty(n_fields, dtype=np.float64)
+    for f in range(n_fields):
+        xlogx_total[f] = xlogx(float(totals[f]))
+    cross_score = np.empty((n_fields, top_k), dtype=np.float64)
+    cross_item = np.empty((n_fields, top_k), dtype=np.int64)
+    cross_size = np.zeros(n_fields, dtype=np.int64)
+    nonzeros = 0
+    for i in range(start, stop):
+        # Row i's share of occᵀ·occ: over the users u of item i, occ[u, i]·occ[u, j] for the
+        # entries j after i in u's sorted row. A user's rows come in ascending order here, so its
+        # cursor moves one entry per row; the first time, it is found by bisection.
+        n_touched = 0
+        for p in range(item_indptr[i], item_indptr[i + 1]):
+            user = item_users[p]
+            weight = item_counts[p]
+            position = cursor[user]
+            if position < 0:
+                first = user_indptr[user]
+                position = first + np.searchsorted(user_items[first:user_indptr[user + 1]], i)
+            else:
+                position += 1
+            cursor[user] = position
+            for q in range(position + 1, user_indptr[user + 1]):
+                j = user_items[q]
+                if cooc_row[j] == 0:
+                    touched[n_touched] = j
+                    n_touched += 1
+                cooc_row[j] += weight * user_counts[q]
+        row_i = row_sum[i]
+        cross_size[:] = 0
+        for t in range(n_touched):
+            j = touched[t]
+            k11 = cooc_row[j]
+            cooc_row[j] = 0
+            if j < n_items:
+                nonzeros += 2
+                k12 = row_i - k11
+                k21 = row_sum[j] - k11
+                k22 = totals[0] - k11 - k12 - k21
+                # signed_root's sign test of each orientation first (the same divisions): a
+                # negated root never passes the score test, so a pair that neither row keeps
+                # costs no logarithm.
+                keep_i = not _negated(float(k11), float(k12), float(k21), float(k22))
+                keep_j = not _negated(float(k11), float(k21), float(k12), float(k22))
+                if not (keep_i or keep_j):
+                    continue
+                log11, log12, log21, log22 = xlogx(float(k11)), xlogx(float(k12)), xlogx(float(k21)), xlogx(float(k22))
+                both = entropy[i] + entropy[j]
+                # as llr_from_margins and signed_root compute them, row i's table then row j's
+                if keep_i:
+                    score = _root(both, xlogx_total[0] - log11 - log12 - log21 - log22)
+                    _keep_best(heap_score, heap_item, heap_size, threshold, i - start, top_k, min_score, score, j)
+                if keep_j:
+                    score = _root(both, xlogx_total[0] - log11 - log21 - log12 - log22)
+                    _keep_best(heap_score, heap_item, heap_size, threshold, j - start, top_k, min_score, score, i)
+                continue
+            nonzeros += 1
+            f = j // n_items
+            row_f = row_sum[f * n_items + i]
+            k12 = row_f - k11
+            k21 = column_sum[j] - k11
+            k22 = totals[f] - k11 - k12 - k21
+            value = llr_from_margins(
+                float(k11), float(k12), float(k21), float(k22), xlogx_total[f], xlogx(float(row_f)),
+                xlogx(float(totals[f] - row_f)), xlogx(float(column_sum[j])), xlogx(float(totals[f] - column_sum[j])),
+            )
+            score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
+            if score > 0.0 and score >= min_score:
+                cross_size[f] = _offer(cross_score[f], cross_item[f], cross_size[f], top_k, score, j)
+        for f in range(1, n_fields):
+            counts[f, i] = cross_size[f]
+            _drain(cross_score[f], cross_item[f], cross_size[f], out_scores[f], out_items[f], i * top_k)
+    return nonzeros
+
+
+@_jit
+def _root(both: float, matrix_entropy: float) -> float:
+    """The root LLR of a table whose row and column entropies sum to ``both`` (unsigned), as
+    :func:`~daskrec.llr.llr_from_margins` and :func:`~daskrec.llr.signed_root` compute it."""
+    return math.sqrt(0.0 if both < matrix_entropy else 2.0 * (both - matrix_entropy))
+
+
+@_jit
+def _keep_best(  # noqa: PLR0913
+    heap_score: np.ndarray,
+    heap_item: np.ndarray,
+    heap_size: np.ndarray,
+    threshold: np.ndarray,
+    r: int,
+    top_k: int,
+    min_score: float,
+    score: float,
+    item: int,
+) -> None:
+    """Offer a candidate to resident row ``r``'s heap, unless it fails the score test or falls
+    below the row's worst kept (``threshold[r]``, set once the heap is full)."""
+    if score > 0.0 and score >= min_score and score >= threshold[r]:
+        heap_size[r] = _offer(heap_score[r], heap_item[r], heap_size[r], top_k, score, item)
+        if heap_size[r] == top_k:
+            threshold[r] = heap_score[r, 0]
+
+
+@_jit
+def _negated(k11: float, k12: float, k21: float, k22: float) -> bool:
+    """Whether :func:`~daskrec.llr.signed_root` negates the root of this table (its very test)."""
+    first, second = k11 + k12, k21 + k22
+    return first > 0.0 and second > 0.0 and k11 / first < k21 / second
+
+
+@_jit
+def _merge_rows(  # noqa: PLR0913
+    starts: np.ndarray,
+    heap_first: np.ndarray,
+    heap_score: np.ndarray,
+    heap_item: np.ndarray,
+    heap_size: np.ndarray,
+    start: int,
+    stop: int,
+    top_k: int,
+    counts: np.ndarray,
+    out_items: np.ndarray,
+    out_scores: np.ndarray,
+) -> None:
+    """Rows ``[start, stop)`` of the primary field: every thread's heap of the row (threads whose
+    first row is at most it) merged into the best ``top_k``, best first."""
+    merged_score = np.empty(top_k, dtype=np.float64)
+    merged_item = np.empty(top_k, dtype=np.int64)
+    for i in range(start, stop):
+        size = 0
+        for t in range(len(starts)):
+            if starts[t] > i:
+                break
+            r = heap_first[t] + i - starts[t]
+            for slot in range(heap_size[r]):
+                size = _offer(merged_score, merged_item, size, top_k, heap_score[r, slot], heap_item[r, slot])
+        counts[i] = size
+        _drain(merged_score, merged_item, size, out_scores, out_items, i * top_k)

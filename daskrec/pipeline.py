@@ -45,7 +45,7 @@ from . import cooccurrence as co
 from . import scratch
 from .config import BuildConfig, IndicatorConfig
 from .errors import DataWarning, InputError
-from .indicators import IndicatorBlock, indicator_block
+from .indicators import IndicatorBlock, all_indicators, indicator_block, pair_kernel_bytes
 from .ingest import (
     BAD_ROW_CAUSES,
     EventFile,
@@ -56,7 +56,7 @@ from .ingest import (
     read_events,
 )
 from .output import write_output
-from .scheduling import materialise, scheduler_threads, task_memory_bytes, worker_memory_bytes
+from .scheduling import materialise, scheduler_threads, scheduler_workers, task_memory_bytes, worker_memory_bytes
 from .schema import ITEM_COLUMN, indicator_field, scores_field
 
 log = logging.getLogger(__name__)
@@ -261,14 +261,20 @@ def build_parts(
         vocabulary, blocks, summary, item_counts, users = _occurrences(kept, windows, config, folder, show_progress)
         work, entries = compute(summary.work, summary.entries)
         total_work = float(work.sum())
-        shared = entries * _BYTES_PER_SHARED_ENTRY <= worker_memory_bytes() // 2
-        plan = co.split_by_work(work, _block_count(0.0 if shared else total_work, len(work)))
+        usable, threads = worker_memory_bytes() // 2 - entries * _BYTES_PER_SHARED_ENTRY, scheduler_threads()
+        shared = usable >= 0
+        whole = shared and scheduler_workers() == 1 and pair_kernel_bytes(
+            len(work), 1 + len(config.ingest.cross_event_types), config.indicators.top_k, threads) <= usable
+        plan = [(0, len(work))] if whole else co.split_by_work(work, _block_count(0.0 if shared else total_work, len(work)))
         del work
     with _stage("indicators", timings):
         parts = [f"{folder}/parts/part-{number:06d}.parquet" for number in range(len(plan))]
-        # The item blocks share one copy of the occurrence matrix if it fits a worker comfortably.
-        # Otherwise every bucket's rows are split once by item block (a user's row goes to each
-        # block holding one of its items), and each block reads only its own pieces.
+        # With one worker and room for it beside the matrix, one task computes every item from
+        # each pair of items once, on all the worker's threads (all_indicators: half the work of
+        # the per-row kernel). Otherwise the item blocks share one copy of the occurrence matrix
+        # if it fits a worker comfortably, or every bucket's rows are split once by item block (a
+        # user's row goes to each block holding one of its items) and each block reads only its
+        # own pieces.
         rows: Delayed | list[str]
         if shared:
             rows = delayed(_all_rows)(blocks)
@@ -278,12 +284,16 @@ def build_parts(
             max_entries = task_memory_bytes() // _BYTES_PER_GATHERED_ENTRY
             written = [delayed(_split_block)(block, cuts, max_entries, url) for block, url in zip(blocks, split)]
             rows = delayed(_after)(written, split)
-        tasks = [
-            delayed(_indicator_part)(
-                rows, number, vocabulary, summary.margins, item_counts, start, stop, config, url
-            )
-            for number, ((start, stop), url) in enumerate(zip(plan, parts))
-        ]
+        if whole:
+            log.info("indicators: every item in one task, each pair of items once, on %d threads", threads)
+            tasks = [delayed(_whole_part)(rows, vocabulary, summary.margins, item_counts, threads, config, parts[0])]
+        else:
+            tasks = [
+                delayed(_indicator_part)(
+                    rows, number, vocabulary, summary.margins, item_counts, start, stop, config, url
+                )
+                for number, ((start, stop), url) in enumerate(zip(plan, parts))
+            ]
         block_counts: list[dict[str, int]] = compute(materialise(tasks, show_progress))[0]
         item_id_type = compute(delayed(_arrow_type)(vocabulary))[0]
     counts = {
@@ -548,9 +558,30 @@ def _indicator_part(
         occurrences = co.item_rows((scratch.read_split(url, number, n_columns) for url in rows), start, stop)
     chosen = config.indicators
     block = indicator_block(occurrences, margins, start, stop, chosen.top_k, chosen.min_llr)
+    return _written_part(block, vocabulary, item_counts, config, url)
+
+
+def _whole_part(
+    occurrences: co.Occurrences,
+    vocabulary: pd.Index,
+    margins: co.Marginals,
+    item_counts: ItemCounts,
+    threads: int,
+    config: BuildConfig,
+    url: str,
+) -> dict[str, int]:
+    """Indicators of every item from the whole occurrence matrix, each pair of items once, on
+    ``threads`` threads (:func:`all_indicators`); written to ``url``. Returns what it counted."""
+    chosen = config.indicators
+    block = all_indicators(occurrences, margins, chosen.top_k, chosen.min_llr, threads)
+    return _written_part(block, vocabulary, item_counts, config, url)
+
+
+def _written_part(block: IndicatorBlock, vocabulary: pd.Index, item_counts: ItemCounts, config: BuildConfig, url: str) -> dict[str, int]:
+    """Write ``block`` to ``url`` as a slice of the output table; return what it counted."""
     scratch.write_part(url, indicator_table(vocabulary, block, item_counts, config.ingest.cross_event_types))
     counts = {
-        "items": stop - start,
+        "items": block.stop - block.start,
         "cooccurrence_nonzeros": block.cooccurrence_nonzeros,
         "items_with_indicators": int(np.count_nonzero(block.counts)),
         "indicators": int(block.counts.sum()),

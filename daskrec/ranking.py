@@ -32,15 +32,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pyarrow as pa
-import scipy.sparse as sp
 
 from .config import Backfill, check_backfill
 from .errors import ConfigError
 from .schema import LINEAR_K1, Layout, indicator_field, indicator_fields, scores_field, term_frequencies
+
+if TYPE_CHECKING:  # the Scorer imports scipy where it uses it: the service wants only Recommendation
+    import pyarrow as pa  # from this module, and starts ~0.2 s sooner without scipy
+    import scipy.sparse as sp
 
 __all__ = ["Recommendation", "Scorer", "clause_scores"]
 
@@ -127,6 +129,8 @@ class Scorer:
 
     def _field_weights(self, field: str, boost: float) -> sp.csr_array:
         """History item x candidate clause scores of ``field`` with ``boost``."""
+        import scipy.sparse as sp
+
         if (field, boost) not in self._weights:
             if field not in self._fields:
                 raise ConfigError(
@@ -194,6 +198,8 @@ class Scorer:
 
     def _history_matrix(self, histories: Sequence[Sequence[object]]) -> sp.csr_array:
         """Users x items, 1 where the item is in the user's history (repeats count once)."""
+        import scipy.sparse as sp
+
         codes = [self._known(history) for history in histories]
         rows = np.repeat(np.arange(len(histories)), [len(c) for c in codes])
         columns = np.concatenate(codes) if rows.size else np.empty(0, dtype=np.int64)

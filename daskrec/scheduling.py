@@ -7,7 +7,7 @@ from typing import Any
 
 from dask.base import persist
 
-__all__ = ["materialise", "scheduler_threads", "task_memory_bytes", "worker_memory_bytes"]
+__all__ = ["materialise", "scheduler_threads", "scheduler_workers", "task_memory_bytes", "worker_memory_bytes"]
 
 
 def scheduler_threads() -> int:
@@ -18,6 +18,16 @@ def scheduler_threads() -> int:
         return max(1, int(sum(get_client().nthreads().values())))
     except ValueError:
         return os.cpu_count() or 1
+
+
+def scheduler_workers() -> int:
+    """Worker processes of the active scheduler (1 for the local schedulers)."""
+    try:
+        from distributed import get_client
+
+        return max(1, len(get_client().nthreads()))
+    except ValueError:
+        return 1
 
 
 WORKER_RESERVE_BYTES = 512 * 2**20

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from daskrec import cooccurrence as co
-from daskrec.indicators import indicator_block
+from daskrec.indicators import IndicatorBlock, all_indicators, indicator_block
 from daskrec.llr import root_llr
 
 
@@ -72,3 +72,38 @@ def test_counts_nonzeros_and_skips_the_diagonal() -> None:
     block = indicator_block(occurrences, margins, 0, 3, top_k=5, min_score=0.0)
     assert block.cooccurrence_nonzeros == 2  # (0,1) and (1,0); never (0,0)
     assert 0 not in block.item_codes[: block.counts[0]]
+
+
+def _fields_equal(a: IndicatorBlock, b: IndicatorBlock) -> bool:
+    return a.cooccurrence_nonzeros == b.cooccurrence_nonzeros and all(
+        np.array_equal(x.counts, y.counts) and np.array_equal(x.item_codes, y.item_codes) and np.array_equal(x.scores, y.scores)
+        for x, y in zip(a.fields, b.fields, strict=True)
+    )
+
+
+@pytest.mark.parametrize("trial", range(40))
+def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Generator, trial: int) -> None:
+    """all_indicators scores each unordered pair once, in both orientations: the same lists,
+    the same float64 scores and the same nonzero count as the per-row kernel, for both tables,
+    with cross-occurrence fields, on 1 to 3 threads."""
+    n_users, n_items, n_fields = int(rng.integers(1, 80)), int(rng.integers(1, 50)), int(rng.choice([1, 1, 2, 3]))
+    n_rows = int(rng.integers(0, 600))
+    users, items, fields = rng.integers(0, n_users, n_rows), rng.integers(0, n_items, n_rows), rng.integers(0, n_fields, n_rows)
+    primary_users = np.isin(users, users[fields == 0])  # every row of a joint matrix is a user with primary occurrences
+    users, items, fields = users[primary_users], items[primary_users], fields[primary_users]
+    llr_table = str(rng.choice(["cooccurrence", "users"]))
+    occurrences = co.stack_blocks([co.occurrence_block(users, fields * n_items + items, n_users, n_items * n_fields)])
+    if llr_table == "users":
+        occurrences = co.stack_blocks([co.binarise(occurrences.by_user)])
+    margins = co.marginals(occurrences, llr_table, n_fields)
+    top_k, min_score = int(rng.integers(1, 6)), float(rng.choice([0.0, 0.5, 2.0]))
+    per_row = indicator_block(occurrences, margins, 0, n_items, top_k, min_score)
+    assert _fields_equal(all_indicators(occurrences, margins, top_k, min_score, int(rng.integers(1, 4))), per_row)
+
+
+def test_each_pair_once_needs_a_symmetric_table() -> None:
+    occurrences = co.stack_blocks([co.occurrence_block(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2)])
+    margins = co.marginals(occurrences, "cooccurrence")
+    skewed = co.Marginals(row_sum=margins.row_sum + 1, column_sum=margins.column_sum, totals=margins.totals)
+    with pytest.raises(ValueError, match="not symmetric"):
+        all_indicators(occurrences, skewed, 3, 0.0, 1)

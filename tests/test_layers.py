@@ -96,6 +96,13 @@ def test_importing_loads_no_build_engine(module: str) -> None:
     assert forbidden(loaded, dask_allowed=module in BULK_WRITER) == set()
 
 
+def test_the_service_starts_without_scipy() -> None:
+    """What ``daskrec serve`` imports is its start-up time: scipy (0.2 s here) is the Scorer's alone."""
+    code = "import sys, json, daskrec.cli, daskrec.service; print(json.dumps(sorted(sys.modules)))"
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
+    assert not {name for name in loaded if name.split(".")[0] == "scipy"}
+
+
 def test_every_public_name_resolves_lazily() -> None:
     import daskrec
 
