@@ -80,7 +80,7 @@ def inprocess_indicators(path: str, config: BuildConfig, threads: int) -> tuple[
     chosen = config.indicators
     vocabulary, occurrences, summary = occurrences_of(path, config, timings)
     with stage("indicators", timings):
-        block = all_indicators(occurrences, summary.margins, chosen.top_k, chosen.min_llr, threads)
+        block = next(all_indicators(occurrences, summary.margins, chosen.top_k, chosen.min_llr, threads))
     with stage("output", timings):
         popularity = np.bincount(occurrences.by_user.indices, minlength=len(vocabulary)).astype(np.int64)
         counts = ItemCounts(popularity=popularity, trending=np.zeros_like(popularity))

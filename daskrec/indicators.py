@@ -20,6 +20,7 @@ below ``min_score``) is never an indicator.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -271,30 +272,40 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
 # ------------------------------------------------------------------ every item at once, by pairs
 
 
-def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int) -> int:
+def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int, slice_rows: int) -> int:
     """Memory :func:`all_indicators` holds beyond the occurrence matrix, at most: every thread's
-    resident primary heaps (``top_k`` slots of a score and an int32 code, a size and a threshold
-    per row, from the thread's first row on) and accumulator, and every row's output. A
+    resident primary heaps (``top_k`` slots of a score and an int32 code, then a size, a threshold
+    and a nonzero count per row, from the thread's first row on) and accumulator, every row's
+    cross-occurrence output, and one slice's output (``slice_rows`` rows, every field). A
     thread's user cursors (8 bytes a user) are left to the matrix's own estimate."""
-    heaps = threads * n_items * (top_k * (8 + 4) + 16)
+    heaps = threads * n_items * (top_k * (8 + 4) + 24)
     accumulators = threads * n_fields * n_items * 16
-    outputs = n_fields * n_items * (top_k * (8 + 8) + 8)
-    return heaps + accumulators + outputs
+    row_output = top_k * (8 + 8) + 8
+    return heaps + accumulators + (n_fields - 1) * n_items * row_output + n_fields * slice_rows * (row_output + 8)
 
 
-def all_indicators(occurrences: Occurrences, margins: Marginals, top_k: int, min_score: float, threads: int) -> IndicatorBlock:
-    """The indicators of every item, as :func:`indicator_block` over ``[0, n)`` gives them to the
-    bit, from half the work: the primary table is symmetric (``C = AᵀA``, and both LLR tables give
-    item ``i`` and item ``j`` the same margins), so each unordered pair of items is accumulated
-    and its four logarithms taken once, then scored in each orientation with that orientation's
-    own order of operations and its own sign test, and offered to both items' heaps. Cross-
-    occurrence columns (``AᵀB``, not symmetric) are accumulated per row as before.
+def all_indicators(
+    occurrences: Occurrences,
+    margins: Marginals,
+    top_k: int,
+    min_score: float,
+    threads: int,
+    slices: Sequence[tuple[int, int]] | None = None,
+) -> Iterator[IndicatorBlock]:
+    """The indicators of every item, as :func:`indicator_block` gives them to the bit, from half
+    the work: the primary table is symmetric (``C = AᵀA``, and both LLR tables give item ``i``
+    and item ``j`` the same margins), so each unordered pair of items is accumulated and its four
+    logarithms taken once, then scored in each orientation with that orientation's own order of
+    operations and its own sign test, and offered to both items' heaps. Cross-occurrence columns
+    (``AᵀB``, not symmetric) are accumulated per row as before.
 
     Rows are cut into ``threads`` contiguous ranges of equal pair work, each run by a Python
     thread in a ``nogil`` kernel with its own heaps for every row from its first on (a row's
-    candidates come from the rows before it); the heaps are merged per row at the end. The
-    memory this takes is :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's
-    column, with each user's items in ascending order.
+    candidates come from the rows before it). Then the heaps are merged, one block per
+    consecutive range of ``slices`` (default: all items in one), each made only when asked for,
+    so that only one slice's output is held at a time. The memory this takes is
+    :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's column, with each user's
+    items in ascending order.
 
     Raises
     ------
@@ -317,35 +328,64 @@ def all_indicators(occurrences: Occurrences, margins: Marginals, top_k: int, min
     starts = np.r_[0, bounds].astype(np.int64)
     stops = np.r_[bounds, n_items].astype(np.int64)
     heap_first = np.r_[0, np.cumsum(n_items - starts)].astype(np.int64)  # thread t's rows [starts[t], n) in the heaps
-    heap_score = np.empty((heap_first[-1], top_k), dtype=np.float64)
-    heap_item = np.empty((heap_first[-1], top_k), dtype=np.int32)
-    heap_size = np.zeros(heap_first[-1], dtype=np.int64)
-    threshold = np.full(heap_first[-1], -np.inf)
-    counts = np.zeros((n_fields, n_items), dtype=np.int64)
-    out_items = np.empty((n_fields, n_items * top_k), dtype=np.int64)
-    out_scores = np.empty((n_fields, n_items * top_k), dtype=np.float64)
+    heaps = _Heaps(
+        score=np.empty((heap_first[-1], top_k), dtype=np.float64),
+        item=np.empty((heap_first[-1], top_k), dtype=np.int32),
+        size=np.zeros(heap_first[-1], dtype=np.int64),
+        threshold=np.full(heap_first[-1], -np.inf),
+        nonzeros=np.zeros(heap_first[-1], dtype=np.int64),
+    )
+    cross = n_fields - 1  # cross rows are final as soon as their row is done: kept for every row
+    cross_counts = np.zeros((cross, n_items), dtype=np.int64)
+    cross_items = np.empty((cross, n_items * top_k), dtype=np.int64)
+    cross_scores = np.empty((cross, n_items * top_k), dtype=np.float64)
 
-    def run(t: int) -> int:
+    def run(t: int) -> None:
         rows = slice(heap_first[t], heap_first[t + 1])
-        return int(_pair_rows(
+        _pair_rows(
             matrix, (margins.row_sum, margins.column_sum, totals, entropy), n_items, int(starts[t]), int(stops[t]), top_k,
-            float(min_score), heap_score[rows], heap_item[rows], heap_size[rows], threshold[rows], counts, out_items, out_scores,
-        ))
-
-    def merge(t: int) -> None:
-        _merge_rows(starts, heap_first, heap_score, heap_item, heap_size, int(starts[t]), int(stops[t]), top_k,
-                    counts[0], out_items[0], out_scores[0])
+            float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows], heaps.threshold[rows], heaps.nonzeros[rows]),
+            cross_counts, cross_items, cross_scores,
+        )
 
     with ThreadPoolExecutor(threads) as pool:
-        nonzeros = sum(pool.map(run, range(threads)))
-        list(pool.map(merge, range(threads)))
-    keep = np.arange(top_k)[None, :] < counts[:, :, None]
-    fields = tuple(
-        FieldIndicators(counts=counts[f], item_codes=out_items[f].reshape(-1, top_k)[keep[f]] - f * n_items,
-                        scores=out_scores[f].reshape(-1, top_k)[keep[f]])
-        for f in range(n_fields)
-    )
-    return IndicatorBlock(start=0, stop=n_items, fields=fields, cooccurrence_nonzeros=nonzeros)
+        list(pool.map(run, range(threads)))
+        for start, stop in slices or [(0, n_items)]:
+            counts = np.zeros((n_fields, stop - start), dtype=np.int64)
+            items = np.empty((n_fields, (stop - start) * top_k), dtype=np.int64)
+            scores = np.empty((n_fields, (stop - start) * top_k), dtype=np.float64)
+            nonzeros = np.zeros(stop - start, dtype=np.int64)
+            cuts = np.linspace(start, stop, threads + 1).astype(np.int64)
+
+            def merge(t: int, start: int = start, counts: np.ndarray = counts, items: np.ndarray = items,
+                      scores: np.ndarray = scores, nonzeros: np.ndarray = nonzeros, cuts: np.ndarray = cuts) -> None:
+                _merge_rows(starts, heap_first, (heaps.score, heaps.item, heaps.size, heaps.nonzeros), int(cuts[t]), int(cuts[t + 1]),
+                            start, top_k, counts[0], items[0], scores[0], nonzeros)
+
+            list(pool.map(merge, range(threads)))
+            for f in range(1, n_fields):
+                counts[f] = cross_counts[f - 1, start:stop]
+                items[f] = cross_items[f - 1, start * top_k:stop * top_k]
+                scores[f] = cross_scores[f - 1, start * top_k:stop * top_k]
+            keep = np.arange(top_k)[None, :] < counts[:, :, None]
+            fields = tuple(
+                FieldIndicators(counts=counts[f], item_codes=items[f].reshape(-1, top_k)[keep[f]] - f * n_items,
+                                scores=scores[f].reshape(-1, top_k)[keep[f]])
+                for f in range(n_fields)
+            )
+            yield IndicatorBlock(start=start, stop=stop, fields=fields, cooccurrence_nonzeros=int(nonzeros.sum()))
+
+
+@dataclass(frozen=True)
+class _Heaps:
+    """The pair kernel's resident heaps: per heap row, ``top_k`` slots of score and item code, the
+    size, the worst kept score once full (``-inf`` before), and the row's nonzeros so far."""
+
+    score: np.ndarray
+    item: np.ndarray
+    size: np.ndarray
+    threshold: np.ndarray
+    nonzeros: np.ndarray
 
 
 @_jit
@@ -384,21 +424,18 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     stop: int,
     top_k: int,
     min_score: float,
-    heap_score: np.ndarray,
-    heap_item: np.ndarray,
-    heap_size: np.ndarray,
-    threshold: np.ndarray,
-    counts: np.ndarray,
-    out_items: np.ndarray,
-    out_scores: np.ndarray,
-) -> int:
+    heaps: tuple[np.ndarray, ...],
+    cross_counts: np.ndarray,
+    cross_items: np.ndarray,
+    cross_scores: np.ndarray,
+) -> None:
     """Rows ``[start, stop)`` (``margins``: row and column sums, totals, :func:`_margin_entropies`):
-    each primary pair ``i < j`` scored both ways into the heaps of rows
-    ``start..n-1`` (row ``r`` at ``r - start``; ``threshold[r]`` is its worst kept score once it
-    is full, below which nothing can enter); cross columns into ``out_*`` at once. Returns the
-    rows' nonzeros as :func:`_indicator_rows` counts them (a pair counts in both rows)."""
+    each primary pair ``i < j`` scored both ways into the heaps of rows ``start..n-1`` (``heaps``:
+    :class:`_Heaps`' arrays from score to nonzeros, row ``r`` at ``r - start``), each pair counted
+    as a nonzero of both rows; cross columns into ``cross_*`` (field ``f`` at ``f - 1``) at once."""
     user_indptr, user_items, user_counts, item_indptr, item_users, item_counts = matrix
     row_sum, column_sum, totals, entropy = margins
+    heap_score, heap_item, heap_size, threshold, heap_nonzeros = heaps
     n_fields = len(totals)
     n_columns = len(item_indptr) - 1
     n_users = len(user_indptr) - 1
@@ -411,7 +448,6 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     cross_score = np.empty((n_fields, top_k), dtype=np.float64)
     cross_item = np.empty((n_fields, top_k), dtype=np.int64)
     cross_size = np.zeros(n_fields, dtype=np.int64)
-    nonzeros = 0
     for i in range(start, stop):
         # Row i's share of occᵀ·occ: over the users u of item i, occ[u, i]·occ[u, j] for the
         # entries j after i in u's sorted row. A user's rows come in ascending order here, so its
@@ -440,7 +476,8 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             k11 = cooc_row[j]
             cooc_row[j] = 0
             if j < n_items:
-                nonzeros += 2
+                heap_nonzeros[i - start] += 1
+                heap_nonzeros[j - start] += 1
                 k12 = row_i - k11
                 k21 = row_sum[j] - k11
                 k22 = totals[0] - k11 - k12 - k21
@@ -461,7 +498,7 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                     score = _root(both, xlogx_total[0] - log11 - log21 - log12 - log22)
                     _keep_best(heap_score, heap_item, heap_size, threshold, j - start, top_k, min_score, score, i)
                 continue
-            nonzeros += 1
+            heap_nonzeros[i - start] += 1
             f = j // n_items
             row_f = row_sum[f * n_items + i]
             k12 = row_f - k11
@@ -475,9 +512,8 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             if score > 0.0 and score >= min_score:
                 cross_size[f] = _offer(cross_score[f], cross_item[f], cross_size[f], top_k, score, j)
         for f in range(1, n_fields):
-            counts[f, i] = cross_size[f]
-            _drain(cross_score[f], cross_item[f], cross_size[f], out_scores[f], out_items[f], i * top_k)
-    return nonzeros
+            cross_counts[f - 1, i] = cross_size[f]
+            _drain(cross_score[f], cross_item[f], cross_size[f], cross_scores[f - 1], cross_items[f - 1], i * top_k)
 
 
 @_jit
@@ -518,27 +554,31 @@ def _negated(k11: float, k12: float, k21: float, k22: float) -> bool:
 def _merge_rows(  # noqa: PLR0913
     starts: np.ndarray,
     heap_first: np.ndarray,
-    heap_score: np.ndarray,
-    heap_item: np.ndarray,
-    heap_size: np.ndarray,
+    heaps: tuple[np.ndarray, ...],
     start: int,
     stop: int,
+    first_row: int,
     top_k: int,
     counts: np.ndarray,
     out_items: np.ndarray,
     out_scores: np.ndarray,
+    nonzeros: np.ndarray,
 ) -> None:
-    """Rows ``[start, stop)`` of the primary field: every thread's heap of the row (threads whose
-    first row is at most it) merged into the best ``top_k``, best first."""
+    """Rows ``[start, stop)`` of the primary field into outputs that begin at row ``first_row``:
+    every thread's heap of the row (threads whose first row is at most it; ``heaps``: score, item,
+    size, nonzeros) merged into the best ``top_k``, best first, and its nonzeros summed."""
+    heap_score, heap_item, heap_size, heap_nonzeros = heaps
     merged_score = np.empty(top_k, dtype=np.float64)
     merged_item = np.empty(top_k, dtype=np.int64)
     for i in range(start, stop):
         size = 0
+        row = i - first_row
         for t in range(len(starts)):
             if starts[t] > i:
                 break
             r = heap_first[t] + i - starts[t]
+            nonzeros[row] += heap_nonzeros[r]
             for slot in range(heap_size[r]):
                 size = _offer(merged_score, merged_item, size, top_k, heap_score[r, slot], heap_item[r, slot])
-        counts[i] = size
-        _drain(merged_score, merged_item, size, out_scores, out_items, i * top_k)
+        counts[row] = size
+        _drain(merged_score, merged_item, size, out_scores, out_items, row * top_k)

@@ -263,9 +263,10 @@ def build_parts(
         total_work = float(work.sum())
         usable, threads = worker_memory_bytes() // 2 - entries * _BYTES_PER_SHARED_ENTRY, scheduler_threads()
         shared = usable >= 0
+        plan = co.split_by_work(work, _block_count(0.0 if shared else total_work, len(work)))
+        largest = max(stop - start for start, stop in plan)
         whole = shared and scheduler_workers() == 1 and pair_kernel_bytes(
-            len(work), 1 + len(config.ingest.cross_event_types), config.indicators.top_k, threads) <= usable
-        plan = [(0, len(work))] if whole else co.split_by_work(work, _block_count(0.0 if shared else total_work, len(work)))
+            len(work), 1 + len(config.ingest.cross_event_types), config.indicators.top_k, threads, largest) <= usable
         del work
     with _stage("indicators", timings):
         parts = [f"{folder}/parts/part-{number:06d}.parquet" for number in range(len(plan))]
@@ -286,7 +287,7 @@ def build_parts(
             rows = delayed(_after)(written, split)
         if whole:
             log.info("indicators: every item in one task, each pair of items once, on %d threads", threads)
-            tasks = [delayed(_whole_part)(rows, vocabulary, summary.margins, item_counts, threads, config, parts[0])]
+            tasks = [delayed(_whole_parts)(rows, vocabulary, summary.margins, item_counts, threads, plan, config, parts)]
         else:
             tasks = [
                 delayed(_indicator_part)(
@@ -561,20 +562,23 @@ def _indicator_part(
     return _written_part(block, vocabulary, item_counts, config, url)
 
 
-def _whole_part(
+def _whole_parts(
     occurrences: co.Occurrences,
     vocabulary: pd.Index,
     margins: co.Marginals,
     item_counts: ItemCounts,
     threads: int,
+    plan: list[tuple[int, int]],
     config: BuildConfig,
-    url: str,
+    urls: list[str],
 ) -> dict[str, int]:
     """Indicators of every item from the whole occurrence matrix, each pair of items once, on
-    ``threads`` threads (:func:`all_indicators`); written to ``url``. Returns what it counted."""
+    ``threads`` threads (:func:`all_indicators`); each item block of ``plan`` written to its URL
+    in turn. Returns what it counted, summed."""
     chosen = config.indicators
-    block = all_indicators(occurrences, margins, chosen.top_k, chosen.min_llr, threads)
-    return _written_part(block, vocabulary, item_counts, config, url)
+    blocks = all_indicators(occurrences, margins, chosen.top_k, chosen.min_llr, threads, plan)
+    counted = [_written_part(block, vocabulary, item_counts, config, url) for block, url in zip(blocks, urls)]
+    return {name: sum(c[name] for c in counted) for name in counted[0]}
 
 
 def _written_part(block: IndicatorBlock, vocabulary: pd.Index, item_counts: ItemCounts, config: BuildConfig, url: str) -> dict[str, int]:

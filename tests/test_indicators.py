@@ -84,8 +84,8 @@ def _fields_equal(a: IndicatorBlock, b: IndicatorBlock) -> bool:
 @pytest.mark.parametrize("trial", range(40))
 def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Generator, trial: int) -> None:
     """all_indicators scores each unordered pair once, in both orientations: the same lists,
-    the same float64 scores and the same nonzero count as the per-row kernel, for both tables,
-    with cross-occurrence fields, on 1 to 3 threads."""
+    the same float64 scores and the same nonzero counts as the per-row kernel, slice by slice,
+    for both tables, with cross-occurrence fields, on 1 to 3 threads."""
     n_users, n_items, n_fields = int(rng.integers(1, 80)), int(rng.integers(1, 50)), int(rng.choice([1, 1, 2, 3]))
     n_rows = int(rng.integers(0, 600))
     users, items, fields = rng.integers(0, n_users, n_rows), rng.integers(0, n_items, n_rows), rng.integers(0, n_fields, n_rows)
@@ -97,8 +97,12 @@ def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Gener
         occurrences = co.stack_blocks([co.binarise(occurrences.by_user)])
     margins = co.marginals(occurrences, llr_table, n_fields)
     top_k, min_score = int(rng.integers(1, 6)), float(rng.choice([0.0, 0.5, 2.0]))
-    per_row = indicator_block(occurrences, margins, 0, n_items, top_k, min_score)
-    assert _fields_equal(all_indicators(occurrences, margins, top_k, min_score, int(rng.integers(1, 4))), per_row)
+    cuts = sorted({0, n_items, *rng.integers(0, n_items + 1, 3).tolist()})
+    slices = list(zip(cuts[:-1], cuts[1:]))
+    pairs = list(all_indicators(occurrences, margins, top_k, min_score, int(rng.integers(1, 4)), slices))
+    assert [(b.start, b.stop) for b in pairs] == slices
+    for (start, stop), block in zip(slices, pairs, strict=True):
+        assert _fields_equal(block, indicator_block(occurrences, margins, start, stop, top_k, min_score))
 
 
 def test_each_pair_once_needs_a_symmetric_table() -> None:
@@ -106,4 +110,4 @@ def test_each_pair_once_needs_a_symmetric_table() -> None:
     margins = co.marginals(occurrences, "cooccurrence")
     skewed = co.Marginals(row_sum=margins.row_sum + 1, column_sum=margins.column_sum, totals=margins.totals)
     with pytest.raises(ValueError, match="not symmetric"):
-        all_indicators(occurrences, skewed, 3, 0.0, 1)
+        next(all_indicators(occurrences, skewed, 3, 0.0, 1))
