@@ -33,9 +33,10 @@ from daskrec.indicators import IndicatorBlock, all_indicators, indicator_block, 
 
 
 def same(blocks: list[IndicatorBlock], others: list[IndicatorBlock]) -> bool:
-    """Whether two lists of blocks hold exactly the same rows, block by block."""
-    return len(blocks) == len(others) and all(
-        (a.start, a.stop, a.cooccurrence_nonzeros) == (b.start, b.stop, b.cooccurrence_nonzeros)
+    """Whether two lists of blocks hold exactly the same rows, block by block, and as many
+    nonzeros in all."""
+    return len(blocks) == len(others) and sum(b.cooccurrence_nonzeros for b in blocks) == sum(b.cooccurrence_nonzeros for b in others) and all(
+        (a.start, a.stop) == (b.start, b.stop)
         and np.array_equal(a.counts, b.counts) and np.array_equal(a.item_codes, b.item_codes) and np.array_equal(a.scores, b.scores)
         for a, b in zip(blocks, others)
     )

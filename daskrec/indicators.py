@@ -53,7 +53,8 @@ class IndicatorBlock:
     stop: int
     fields: tuple[FieldIndicators, ...]
     cooccurrence_nonzeros: int
-    """Nonzeros of these rows over every field (the primary diagonal left out)."""
+    """Nonzeros of these rows over every field (the primary diagonal left out); a block of
+    :func:`all_indicators` counts each primary pair twice in the block of its lower item."""
 
     @property
     def counts(self) -> np.ndarray:
@@ -274,11 +275,11 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
 
 def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int, slice_rows: int) -> int:
     """Memory :func:`all_indicators` holds beyond the occurrence matrix, at most: every thread's
-    resident primary heaps (``top_k`` slots of a score and an int32 code, then a size, a threshold
-    and a nonzero count per row, from the thread's first row on) and accumulator, every row's
+    resident primary heaps (``top_k`` slots of a score and an int32 code, then a size and a
+    threshold per row, from the thread's first row on) and accumulator, a nonzero count per row, every row's
     cross-occurrence output, and one slice's output (``slice_rows`` rows, every field). A
     thread's user cursors (8 bytes a user) are left to the matrix's own estimate."""
-    heaps = threads * n_items * (top_k * (8 + 4) + 24)
+    heaps = threads * n_items * (top_k * (8 + 4) + 16) + n_items * 8
     accumulators = threads * n_fields * n_items * 16
     row_output = top_k * (8 + 8) + 8
     return heaps + accumulators + (n_fields - 1) * n_items * row_output + n_fields * slice_rows * (row_output + 8)
@@ -303,8 +304,9 @@ def all_indicators(
     thread in a ``nogil`` kernel with its own heaps for every row from its first on (a row's
     candidates come from the rows before it). Then the heaps are merged, one block per
     consecutive range of ``slices`` (default: all items in one), each made only when asked for,
-    so that only one slice's output is held at a time. The memory this takes is
-    :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's column, with each user's
+    so that only one slice's output is held at a time. A block's ``cooccurrence_nonzeros`` counts
+    each primary pair twice in the block of its lower item (the sum over blocks is the matrix's).
+    The memory this takes is :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's column, with each user's
     items in ascending order.
 
     Raises
@@ -333,8 +335,8 @@ def all_indicators(
         item=np.empty((heap_first[-1], top_k), dtype=np.int32),
         size=np.zeros(heap_first[-1], dtype=np.int64),
         threshold=np.full(heap_first[-1], -np.inf),
-        nonzeros=np.zeros(heap_first[-1], dtype=np.int64),
     )
+    row_nonzeros = np.zeros(n_items, dtype=np.int64)
     cross = n_fields - 1  # cross rows are final as soon as their row is done: kept for every row
     cross_counts = np.zeros((cross, n_items), dtype=np.int64)
     cross_items = np.empty((cross, n_items * top_k), dtype=np.int64)
@@ -344,7 +346,7 @@ def all_indicators(
         rows = slice(heap_first[t], heap_first[t + 1])
         _pair_rows(
             matrix, (margins.row_sum, margins.column_sum, totals, entropy), n_items, int(starts[t]), int(stops[t]), top_k,
-            float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows], heaps.threshold[rows], heaps.nonzeros[rows]),
+            float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows], heaps.threshold[rows]), row_nonzeros,
             cross_counts, cross_items, cross_scores,
         )
 
@@ -354,13 +356,12 @@ def all_indicators(
             counts = np.zeros((n_fields, stop - start), dtype=np.int64)
             items = np.empty((n_fields, (stop - start) * top_k), dtype=np.int64)
             scores = np.empty((n_fields, (stop - start) * top_k), dtype=np.float64)
-            nonzeros = np.zeros(stop - start, dtype=np.int64)
             cuts = np.linspace(start, stop, threads + 1).astype(np.int64)
 
             def merge(t: int, start: int = start, counts: np.ndarray = counts, items: np.ndarray = items,
-                      scores: np.ndarray = scores, nonzeros: np.ndarray = nonzeros, cuts: np.ndarray = cuts) -> None:
-                _merge_rows(starts, heap_first, (heaps.score, heaps.item, heaps.size, heaps.nonzeros), int(cuts[t]), int(cuts[t + 1]),
-                            start, top_k, counts[0], items[0], scores[0], nonzeros)
+                      scores: np.ndarray = scores, cuts: np.ndarray = cuts) -> None:
+                _merge_rows(starts, heap_first, (heaps.score, heaps.item, heaps.size), int(cuts[t]), int(cuts[t + 1]),
+                            start, top_k, counts[0], items[0], scores[0])
 
             list(pool.map(merge, range(threads)))
             for f in range(1, n_fields):
@@ -373,19 +374,18 @@ def all_indicators(
                                 scores=scores[f].reshape(-1, top_k)[keep[f]])
                 for f in range(n_fields)
             )
-            yield IndicatorBlock(start=start, stop=stop, fields=fields, cooccurrence_nonzeros=int(nonzeros.sum()))
+            yield IndicatorBlock(start=start, stop=stop, fields=fields, cooccurrence_nonzeros=int(row_nonzeros[start:stop].sum()))
 
 
 @dataclass(frozen=True)
 class _Heaps:
     """The pair kernel's resident heaps: per heap row, ``top_k`` slots of score and item code, the
-    size, the worst kept score once full (``-inf`` before), and the row's nonzeros so far."""
+    size, and the worst kept score once full (``-inf`` before)."""
 
     score: np.ndarray
     item: np.ndarray
     size: np.ndarray
     threshold: np.ndarray
-    nonzeros: np.ndarray
 
 
 @_jit
@@ -425,17 +425,19 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     top_k: int,
     min_score: float,
     heaps: tuple[np.ndarray, ...],
+    row_nonzeros: np.ndarray,
     cross_counts: np.ndarray,
     cross_items: np.ndarray,
     cross_scores: np.ndarray,
 ) -> None:
     """Rows ``[start, stop)`` (``margins``: row and column sums, totals, :func:`_margin_entropies`):
     each primary pair ``i < j`` scored both ways into the heaps of rows ``start..n-1`` (``heaps``:
-    :class:`_Heaps`' arrays from score to nonzeros, row ``r`` at ``r - start``), each pair counted
-    as a nonzero of both rows; cross columns into ``cross_*`` (field ``f`` at ``f - 1``) at once."""
+    :class:`_Heaps`' arrays, row ``r`` at ``r - start``); cross columns into ``cross_*`` (field
+    ``f`` at ``f - 1``) at once. ``row_nonzeros[i]`` gets row ``i``'s nonzeros with each pair
+    counted twice in its lower row: a random write per pair to count it in both rows cost ~20%."""
     user_indptr, user_items, user_counts, item_indptr, item_users, item_counts = matrix
     row_sum, column_sum, totals, entropy = margins
-    heap_score, heap_item, heap_size, threshold, heap_nonzeros = heaps
+    heap_score, heap_item, heap_size, threshold = heaps
     n_fields = len(totals)
     n_columns = len(item_indptr) - 1
     n_users = len(user_indptr) - 1
@@ -471,13 +473,13 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                 cooc_row[j] += weight * user_counts[q]
         row_i = row_sum[i]
         cross_size[:] = 0
+        primary = 0
         for t in range(n_touched):
             j = touched[t]
             k11 = cooc_row[j]
             cooc_row[j] = 0
             if j < n_items:
-                heap_nonzeros[i - start] += 1
-                heap_nonzeros[j - start] += 1
+                primary += 1
                 k12 = row_i - k11
                 k21 = row_sum[j] - k11
                 k22 = totals[0] - k11 - k12 - k21
@@ -498,7 +500,6 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                     score = _root(both, xlogx_total[0] - log11 - log21 - log12 - log22)
                     _keep_best(heap_score, heap_item, heap_size, threshold, j - start, top_k, min_score, score, i)
                 continue
-            heap_nonzeros[i - start] += 1
             f = j // n_items
             row_f = row_sum[f * n_items + i]
             k12 = row_f - k11
@@ -511,6 +512,7 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
             if score > 0.0 and score >= min_score:
                 cross_size[f] = _offer(cross_score[f], cross_item[f], cross_size[f], top_k, score, j)
+        row_nonzeros[i] = n_touched + primary  # a pair counts in this row and in its other's
         for f in range(1, n_fields):
             cross_counts[f - 1, i] = cross_size[f]
             _drain(cross_score[f], cross_item[f], cross_size[f], cross_scores[f - 1], cross_items[f - 1], i * top_k)
@@ -562,12 +564,11 @@ def _merge_rows(  # noqa: PLR0913
     counts: np.ndarray,
     out_items: np.ndarray,
     out_scores: np.ndarray,
-    nonzeros: np.ndarray,
 ) -> None:
     """Rows ``[start, stop)`` of the primary field into outputs that begin at row ``first_row``:
     every thread's heap of the row (threads whose first row is at most it; ``heaps``: score, item,
-    size, nonzeros) merged into the best ``top_k``, best first, and its nonzeros summed."""
-    heap_score, heap_item, heap_size, heap_nonzeros = heaps
+    size) merged into the best ``top_k``, best first."""
+    heap_score, heap_item, heap_size = heaps
     merged_score = np.empty(top_k, dtype=np.float64)
     merged_item = np.empty(top_k, dtype=np.int64)
     for i in range(start, stop):
@@ -577,7 +578,6 @@ def _merge_rows(  # noqa: PLR0913
             if starts[t] > i:
                 break
             r = heap_first[t] + i - starts[t]
-            nonzeros[row] += heap_nonzeros[r]
             for slot in range(heap_size[r]):
                 size = _offer(merged_score, merged_item, size, top_k, heap_score[r, slot], heap_item[r, slot])
         counts[row] = size
