@@ -109,16 +109,22 @@ def indicator_block(
         top_k,
         float(min_score),
     )
+    fields = _ragged(counts, item_codes, scores, top_k, n_items)
+    return IndicatorBlock(start=start, stop=stop, fields=fields, cooccurrence_nonzeros=int(nonzeros))
+
+
+def _ragged(counts: np.ndarray, item_codes: np.ndarray, scores: np.ndarray, top_k: int, n_items: int) -> tuple[FieldIndicators, ...]:
+    """Each field's rows as a ragged array, from ``top_k`` slots per row (``counts[f, row]`` of
+    them used), with joint column codes made the field's own item codes."""
     keep = np.arange(top_k)[None, :] < counts[:, :, None]
-    fields = tuple(
+    return tuple(
         FieldIndicators(
             counts=counts[f],
             item_codes=item_codes[f].reshape(-1, top_k)[keep[f]] - f * n_items,
             scores=scores[f].reshape(-1, top_k)[keep[f]],
         )
-        for f in range(n_fields)
+        for f in range(len(counts))
     )
-    return IndicatorBlock(start=start, stop=stop, fields=fields, cooccurrence_nonzeros=int(nonzeros))
 
 
 _jit = numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -368,13 +374,8 @@ def all_indicators(
                 counts[f] = cross_counts[f - 1, start:stop]
                 items[f] = cross_items[f - 1, start * top_k:stop * top_k]
                 scores[f] = cross_scores[f - 1, start * top_k:stop * top_k]
-            keep = np.arange(top_k)[None, :] < counts[:, :, None]
-            fields = tuple(
-                FieldIndicators(counts=counts[f], item_codes=items[f].reshape(-1, top_k)[keep[f]] - f * n_items,
-                                scores=scores[f].reshape(-1, top_k)[keep[f]])
-                for f in range(n_fields)
-            )
-            yield IndicatorBlock(start=start, stop=stop, fields=fields, cooccurrence_nonzeros=int(row_nonzeros[start:stop].sum()))
+            yield IndicatorBlock(start=start, stop=stop, fields=_ragged(counts, items, scores, top_k, n_items),
+                                 cooccurrence_nonzeros=int(row_nonzeros[start:stop].sum()))
 
 
 @dataclass(frozen=True)
