@@ -11,8 +11,8 @@ Routes: ``user`` = ``GET /users/{id}/recommendations`` (live history), ``similar
 ``GET /items/{id}/similar``. ``direct`` sends the requests the service would send (the history
 ``_msearch`` then the search, or the GET) straight to the node with the async client: the
 service's overhead (``overhead_p50_ms`` in the service's rows) is its p50 less the direct p50.
-``hop`` = ``GET /``, a static page the service answers without the node: one request through the
-HTTP stack on both ends, the floor of any overhead. Each rate runs a route and its twins in
+``hop`` = ``GET /``, a static page the service answers without the node: what one request
+through the HTTP stack costs on both ends, to set the overhead against. Each rate runs a route and its twins in
 ``--rounds`` alternating slices, so that a drift in the machine's speed (which is large on a
 shared VM) hits them alike.
 
