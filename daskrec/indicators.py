@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from .cooccurrence import Marginals, Occurrences
-from .llr import llr_from_margins, signed_root, xlogx
+from .llr import llr_from_entropies, llr_from_margins, negated, signed_root, xlogx
 
 __all__ = ["FieldIndicators", "IndicatorBlock", "all_indicators", "indicator_block", "pair_kernel_bytes"]
 
@@ -186,6 +186,21 @@ def _drain(heap_score: np.ndarray, heap_item: np.ndarray, size: int, out_scores:
 
 
 @_jit
+def _margin_logs(column_sum: np.ndarray, totals: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """xLogX of each field's total, and of each joint column's margin and of its total less it:
+    once per item rather than once per co-occurrence (see llr_from_margins)."""
+    xlogx_total = np.empty(len(totals), dtype=np.float64)
+    for f in range(len(totals)):
+        xlogx_total[f] = xlogx(float(totals[f]))
+    xlogx_column = np.empty(len(column_sum), dtype=np.float64)
+    xlogx_column_rest = np.empty(len(column_sum), dtype=np.float64)
+    for c in range(len(column_sum)):
+        xlogx_column[c] = xlogx(float(column_sum[c]))
+        xlogx_column_rest[c] = xlogx(float(totals[c // n_items] - column_sum[c]))
+    return xlogx_total, xlogx_column, xlogx_column_rest
+
+
+@_jit
 def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     matrix: tuple[np.ndarray, ...],
     row_sum: np.ndarray,
@@ -211,15 +226,7 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
     heap_score = np.empty((n_fields, top_k), dtype=np.float64)
     heap_item = np.empty((n_fields, top_k), dtype=np.int64)
     sizes = np.zeros(n_fields, dtype=np.int64)
-    # xLogX of the margins, once per item rather than once per co-occurrence (see llr_from_margins).
-    xlogx_total = np.empty(n_fields, dtype=np.float64)
-    for f in range(n_fields):
-        xlogx_total[f] = xlogx(float(totals[f]))
-    xlogx_column = np.empty(n_columns, dtype=np.float64)
-    xlogx_column_rest = np.empty(n_columns, dtype=np.float64)
-    for c in range(n_columns):
-        xlogx_column[c] = xlogx(float(column_sum[c]))
-        xlogx_column_rest[c] = xlogx(float(totals[c // n_items] - column_sum[c]))
+    xlogx_total, xlogx_column, xlogx_column_rest = _margin_logs(column_sum, totals, n_items)
     row_i = np.empty(n_fields, dtype=np.int64)
     xlogx_row = np.empty(n_fields, dtype=np.float64)
     xlogx_row_rest = np.empty(n_fields, dtype=np.float64)
@@ -330,7 +337,6 @@ def all_indicators(
     matrix = tuple(np.asarray(a, dtype=np.int64) for a in (by_user.indptr, by_user.indices, by_user.data,
                                                            by_item.indptr, by_item.indices, by_item.data))
     totals = margins.totals.astype(np.int64)
-    entropy = _margin_entropies(margins.row_sum, totals, n_items)
     work = _pair_work(matrix[0], matrix[1], n_items)
     bounds = np.searchsorted(np.cumsum(work), np.arange(1, threads) * (work.sum() / threads), side="right")
     starts = np.r_[0, bounds].astype(np.int64)
@@ -351,7 +357,7 @@ def all_indicators(
     def run(t: int) -> None:
         rows = slice(heap_first[t], heap_first[t + 1])
         _pair_rows(
-            matrix, (margins.row_sum, margins.column_sum, totals, entropy), n_items, int(starts[t]), int(stops[t]), top_k,
+            matrix, (margins.row_sum, margins.column_sum, totals), n_items, int(starts[t]), int(stops[t]), top_k,
             float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows], heaps.threshold[rows]), row_nonzeros,
             cross_counts, cross_items, cross_scores,
         )
@@ -390,18 +396,6 @@ class _Heaps:
 
 
 @_jit
-def _margin_entropies(row_sum: np.ndarray, totals: np.ndarray, n_items: int) -> np.ndarray:
-    """Per primary item, ``xLogX(total) − xLogX(margin) − xLogX(total − margin)``: the row entropy
-    of its tables, and (the table being symmetric) the column entropy of its column, computed in
-    the order :func:`~daskrec.llr.llr_from_margins` computes them."""
-    xlogx_total = xlogx(float(totals[0]))
-    entropy = np.empty(n_items, dtype=np.float64)
-    for i in range(n_items):
-        entropy[i] = xlogx_total - xlogx(float(row_sum[i])) - xlogx(float(totals[0] - row_sum[i]))
-    return entropy
-
-
-@_jit
 def _pair_work(user_indptr: np.ndarray, user_items: np.ndarray, n_items: int) -> np.ndarray:
     """Per primary item, the entries its row accumulates when each pair is taken once: over its
     users, their entries after it (later primary items and every cross column)."""
@@ -431,13 +425,13 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     cross_items: np.ndarray,
     cross_scores: np.ndarray,
 ) -> None:
-    """Rows ``[start, stop)`` (``margins``: row and column sums, totals, :func:`_margin_entropies`):
+    """Rows ``[start, stop)`` (``margins``: row and column sums, totals):
     each primary pair ``i < j`` scored both ways into the heaps of rows ``start..n-1`` (``heaps``:
     :class:`_Heaps`' arrays, row ``r`` at ``r - start``); cross columns into ``cross_*`` (field
     ``f`` at ``f - 1``) at once. ``row_nonzeros[i]`` gets row ``i``'s nonzeros with each pair
     counted twice in its lower row: a random write per pair to count it in both rows cost ~20%."""
     user_indptr, user_items, user_counts, item_indptr, item_users, item_counts = matrix
-    row_sum, column_sum, totals, entropy = margins
+    row_sum, column_sum, totals = margins
     heap_score, heap_item, heap_size, threshold = heaps
     n_fields = len(totals)
     n_columns = len(item_indptr) - 1
@@ -445,9 +439,12 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     cooc_row = np.zeros(n_columns, dtype=np.int64)
     touched = np.empty(n_columns, dtype=np.int64)
     cursor = np.full(n_users, -1, dtype=np.int64)
-    xlogx_total = np.empty(n_fields, dtype=np.float64)
-    for f in range(n_fields):
-        xlogx_total[f] = xlogx(float(totals[f]))
+    xlogx_total, xlogx_column, xlogx_column_rest = _margin_logs(column_sum, totals, n_items)
+    # A primary item's row entropy, which is also its column entropy (the table is symmetric),
+    # in the order llr_from_margins computes it.
+    entropy = xlogx_total[0] - xlogx_column[:n_items] - xlogx_column_rest[:n_items]
+    xlogx_row = np.empty(n_fields, dtype=np.float64)
+    xlogx_row_rest = np.empty(n_fields, dtype=np.float64)
     cross_score = np.empty((n_fields, top_k), dtype=np.float64)
     cross_item = np.empty((n_fields, top_k), dtype=np.int64)
     cross_size = np.zeros(n_fields, dtype=np.int64)
@@ -473,6 +470,9 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                     n_touched += 1
                 cooc_row[j] += weight * user_counts[q]
         row_i = row_sum[i]
+        for f in range(1, n_fields):
+            xlogx_row[f] = xlogx(float(row_sum[f * n_items + i]))
+            xlogx_row_rest[f] = xlogx(float(totals[f] - row_sum[f * n_items + i]))
         cross_size[:] = 0
         primary = 0
         for t in range(n_touched):
@@ -484,21 +484,21 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                 k12 = row_i - k11
                 k21 = row_sum[j] - k11
                 k22 = totals[0] - k11 - k12 - k21
-                # signed_root's sign test of each orientation first (the same divisions): a
+                # Each orientation's sign test first (llr.negated, as signed_root applies it): a
                 # negated root never passes the score test, so a pair that neither row keeps
                 # costs no logarithm.
-                keep_i = not _negated(float(k11), float(k12), float(k21), float(k22))
-                keep_j = not _negated(float(k11), float(k21), float(k12), float(k22))
+                keep_i = not negated(float(k11), float(k12), float(k21), float(k22))
+                keep_j = not negated(float(k11), float(k21), float(k12), float(k22))
                 if not (keep_i or keep_j):
                     continue
                 log11, log12, log21, log22 = xlogx(float(k11)), xlogx(float(k12)), xlogx(float(k21)), xlogx(float(k22))
                 both = entropy[i] + entropy[j]
                 # as llr_from_margins and signed_root compute them, row i's table then row j's
                 if keep_i:
-                    score = _root(both, xlogx_total[0] - log11 - log12 - log21 - log22)
+                    score = math.sqrt(llr_from_entropies(both, xlogx_total[0] - log11 - log12 - log21 - log22))
                     _keep_best(heap_score, heap_item, heap_size, threshold, i - start, top_k, min_score, score, j)
                 if keep_j:
-                    score = _root(both, xlogx_total[0] - log11 - log21 - log12 - log22)
+                    score = math.sqrt(llr_from_entropies(both, xlogx_total[0] - log11 - log21 - log12 - log22))
                     _keep_best(heap_score, heap_item, heap_size, threshold, j - start, top_k, min_score, score, i)
                 continue
             f = j // n_items
@@ -507,8 +507,8 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             k21 = column_sum[j] - k11
             k22 = totals[f] - k11 - k12 - k21
             value = llr_from_margins(
-                float(k11), float(k12), float(k21), float(k22), xlogx_total[f], xlogx(float(row_f)),
-                xlogx(float(totals[f] - row_f)), xlogx(float(column_sum[j])), xlogx(float(totals[f] - column_sum[j])),
+                float(k11), float(k12), float(k21), float(k22),
+                xlogx_total[f], xlogx_row[f], xlogx_row_rest[f], xlogx_column[j], xlogx_column_rest[j],
             )
             score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
             if score > 0.0 and score >= min_score:
@@ -517,13 +517,6 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
         for f in range(1, n_fields):
             cross_counts[f - 1, i] = cross_size[f]
             _drain(cross_score[f], cross_item[f], cross_size[f], cross_scores[f - 1], cross_items[f - 1], i * top_k)
-
-
-@_jit
-def _root(both: float, matrix_entropy: float) -> float:
-    """The root LLR of a table whose row and column entropies sum to ``both`` (unsigned), as
-    :func:`~daskrec.llr.llr_from_margins` and :func:`~daskrec.llr.signed_root` compute it."""
-    return math.sqrt(0.0 if both < matrix_entropy else 2.0 * (both - matrix_entropy))
 
 
 @_jit
@@ -544,13 +537,6 @@ def _keep_best(  # noqa: PLR0913
         heap_size[r] = _offer(heap_score[r], heap_item[r], heap_size[r], top_k, score, item)
         if heap_size[r] == top_k:
             threshold[r] = heap_score[r, 0]
-
-
-@_jit
-def _negated(k11: float, k12: float, k21: float, k22: float) -> bool:
-    """Whether :func:`~daskrec.llr.signed_root` negates the root of this table (its very test)."""
-    first, second = k11 + k12, k21 + k22
-    return first > 0.0 and second > 0.0 and k11 / first < k21 / second
 
 
 @_jit

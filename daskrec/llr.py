@@ -65,21 +65,36 @@ def llr_from_margins(
     row_entropy = xlogx_total - xlogx_row - xlogx_row_rest
     column_entropy = xlogx_total - xlogx_column - xlogx_column_rest
     matrix_entropy = xlogx_total - xlogx(k11) - xlogx(k12) - xlogx(k21) - xlogx(k22)
-    if row_entropy + column_entropy < matrix_entropy:
+    return llr_from_entropies(row_entropy + column_entropy, matrix_entropy)
+
+
+@_jit
+def llr_from_entropies(row_and_column_entropy: float, matrix_entropy: float) -> float:
+    """LLR from the sum of a table's row and column entropies and its matrix entropy (0 when
+    round-off makes it negative)."""
+    if row_and_column_entropy < matrix_entropy:
         return 0.0  # round-off
-    return 2.0 * (row_entropy + column_entropy - matrix_entropy)
+    return 2.0 * (row_and_column_entropy - matrix_entropy)
+
+
+@_jit
+def negated(k11: float, k12: float, k21: float, k22: float) -> bool:
+    """Whether the root LLR of this table is negative: ``k11 / (k11 + k12) < k21 / (k21 + k22)``."""
+    # Mahout divides and lets 0/0 (NaN) compare false; for counts >= 0 a zero denominator means
+    # a 0/0 side, so it never negates. Dividing (not cross-multiplying) keeps Mahout's rounding.
+    first, second = k11 + k12, k21 + k22
+    # A branch, not ``return <condition>``: as one expression the compiled code divided 0/0 even
+    # when a side was 0, and the ufuncs warn of the invalid value.
+    if first > 0.0 and second > 0.0 and k11 / first < k21 / second:
+        return True
+    return False
 
 
 @_jit
 def signed_root(llr_value: float, k11: float, k12: float, k21: float, k22: float) -> float:
-    """``sqrt(llr_value)``, negated when ``k11 / (k11 + k12) < k21 / (k21 + k22)``."""
+    """``sqrt(llr_value)``, negated when :func:`negated` says so."""
     root = math.sqrt(llr_value)
-    # Mahout divides and lets 0/0 (NaN) compare false; for counts >= 0 a zero denominator means
-    # a 0/0 side, so it never negates. Dividing (not cross-multiplying) keeps Mahout's rounding.
-    first, second = k11 + k12, k21 + k22
-    if first > 0.0 and second > 0.0 and k11 / first < k21 / second:
-        return -root
-    return root
+    return -root if negated(k11, k12, k21, k22) else root
 
 
 @_jit
