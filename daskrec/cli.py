@@ -600,7 +600,8 @@ def serve(
     connection = {"url": es.url, "ca_certs": es.ca_certs, "verify_certs": es.verify_certs, "request_timeout": es.request_timeout}
     os.environ[_SERVICE_VARIABLE] = json.dumps({"service": options, "es": connection})
     click.echo(f"daskrec: serving {alias!r} from {es.url} on http://{host}:{port} (docs at /docs)", err=True)
-    uvicorn.run("daskrec.cli:service_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    uvicorn.run("daskrec.cli:service_app", factory=True, host=host, port=port, workers=workers, log_level="warning",
+                proxy_headers=False)  # nothing reads the client's address (no access log): the middleware would only cost time
 
 
 def service_app() -> Any:

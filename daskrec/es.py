@@ -12,20 +12,17 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from elastic_transport import TlsError
-from elasticsearch import Elasticsearch
-from elasticsearch.exceptions import (
-    ApiError,
-    AuthenticationException,
-    AuthorizationException,
-)
-from elasticsearch.exceptions import ConnectionError as EsConnectionError
-from elasticsearch.serializer import OrjsonSerializer
-
 from .errors import ConfigError, ServiceError
+
+if TYPE_CHECKING:  # the client is imported where a connection is made, not with the settings:
+    # every CLI command reads EsSettings for its options, and importing the client (aiohttp and
+    # all) took ~0.8 s of a process that builds without indexing (measured: `import daskrec.cli`).
+    from elastic_transport import TlsError
+    from elasticsearch import Elasticsearch
+    from elasticsearch.exceptions import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +77,8 @@ class EsSettings:
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`elasticsearch.Elasticsearch`."""
+        from elasticsearch.serializer import OrjsonSerializer
+
         options: dict[str, Any] = {
             "hosts": [self.url],
             "serializer": OrjsonSerializer(),  # bulk bodies are mostly JSON encoding on the client
@@ -112,6 +111,11 @@ def connect_es(settings: EsSettings) -> Elasticsearch:
         Unreachable, an untrusted certificate, plain HTTP to an HTTPS node, wrong or missing
         credentials, or a server whose major version the client cannot speak to.
     """
+    from elastic_transport import TlsError
+    from elasticsearch import Elasticsearch
+    from elasticsearch.exceptions import ApiError, AuthenticationException, AuthorizationException
+    from elasticsearch.exceptions import ConnectionError as EsConnectionError
+
     if settings.ca_certs is not None:
         if not os.path.isfile(settings.ca_certs):
             raise ConfigError(f"es_ca_certs: {settings.ca_certs} is not a file; give the CA certificate (PEM) of the node.")
@@ -168,6 +172,7 @@ def error_reason(err: ApiError) -> str:
     Examples
     --------
     >>> from elastic_transport import ApiResponseMeta, HttpHeaders
+    >>> from elasticsearch.exceptions import AuthorizationException
     >>> meta = ApiResponseMeta(403, "1.1", HttpHeaders(), 0.0, None)
     >>> error_reason(AuthorizationException("no", meta, {"error": {"reason": "action [x] is unauthorized"}}))
     'action [x] is unauthorized'
@@ -180,6 +185,8 @@ def error_reason(err: ApiError) -> str:
 
 def _authenticated(client: Elasticsearch, settings: EsSettings) -> None:
     """Check that the node accepts the credentials (any authenticated user may ask who it is)."""
+    from elasticsearch.exceptions import ApiError
+
     try:
         client.security.authenticate()
     except ApiError as err:

@@ -145,7 +145,9 @@ def test_api_key(indexed: tuple[str, pa.Table], es_settings: EsSettings) -> None
         assert client.get("/items/1/similar", headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.post("/events", json={"visitorid": 1, "event": "view", "itemid": 1}).status_code == 401
         assert client.get("/items/1/similar", headers={"X-API-Key": "s3cret-key"}).status_code == 200
-        assert client.get("/healthz").status_code == 200  # open
+        assert client.get("/users/u/recommendations", headers={"X-API-Key": "s3cret-key "}).status_code == 401
+        for open_path in ("/healthz", "/", "/docs", "/openapi.json"):  # health, the page and the schema stay open
+            assert client.get(open_path).status_code == 200
         metrics = client.get("/metrics", headers={"X-API-Key": "s3cret-key"}).text
         assert "daskrec_request_seconds_bucket" in metrics and "s3cret-key" not in metrics
 
