@@ -119,9 +119,22 @@ class ClusterRun:
     report_path: str | None
 
     @contextlib.contextmanager
-    def session(self, debug: bool) -> Iterator[None]:
-        """Connect (starting a LocalCluster unless ``--scheduler``), print the dashboard link,
-        and record the performance report if asked."""
+    def session(self, debug: bool, input_bytes: int | None = None) -> Iterator[None]:
+        """Run the enclosed work in this process on Dask's threaded scheduler when the cluster
+        options allow it for an input of ``input_bytes`` (:meth:`ClusterConfig.in_process`);
+        otherwise connect (starting a LocalCluster unless ``--scheduler``), print the dashboard
+        link, and record the performance report if asked."""
+        if self.report_path is None and self.config.in_process(input_bytes):
+            import dask
+            import dask.threaded
+
+            click.echo("daskrec: running in this process on Dask's threaded scheduler, no dashboard"
+                       + (" (a small input; --dashboard starts the LocalCluster)" if self.config.dashboard is None else ""), err=True)
+            # The scheduler as a function, not the name "threads": with a name, Dask imports
+            # distributed to look for a client (~0.4 s here).
+            with dask.config.set(scheduler=dask.threaded.get, num_workers=self.config.threads or os.cpu_count() or 1):
+                yield
+            return
         from .cluster import connect
 
         quiet = logging.WARNING if debug else logging.CRITICAL
@@ -140,6 +153,7 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--threads", type=click.IntRange(min=1), default=None, help=_doc(ClusterConfig, "threads"))
     @click.option("--memory-limit", default=None, help=_doc(ClusterConfig, "memory_limit"))
     @click.option("--dashboard-address", default=":8787", help="Where a LocalCluster serves its dashboard.")
+    @click.option("--dashboard/--no-dashboard", default=None, help=_doc(ClusterConfig, "dashboard") + " [default: by size]")
     @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
     @click.option("--report", "report_path", default=None, help="Write Dask's performance report (HTML) of the run here.")
     @functools.wraps(command)
@@ -149,11 +163,14 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
         threads: int | None,
         memory_limit: str | None,
         dashboard_address: str,
+        dashboard: bool | None,
         progress: bool,
         report_path: str | None,
         **kwargs: Any,
     ) -> Any:
-        cluster = ClusterConfig(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit)
+        if dashboard is False and report_path is not None:
+            raise click.UsageError("--report records a LocalCluster's work; drop --no-dashboard.")
+        cluster = ClusterConfig(scheduler=scheduler, workers=workers, threads=threads, memory_limit=memory_limit, dashboard=dashboard)
         return command(run=ClusterRun(cluster, dashboard_address, progress, report_path), **kwargs)
 
     return wrapper
@@ -317,11 +334,11 @@ def build(
     from .ingest import expand_inputs
     from .pipeline import write_build
 
-    expand_inputs(events)  # fail on a bad path or header before starting any cluster
+    files = expand_inputs(events)  # fail on a bad path or header before starting any cluster
     index_config = IndexConfig(alias=alias, keep=keep, layout=layout)
     if es is not None:
         _check_loading(es, alias)  # a wrong URL, certificate, credentials or privilege fails now, not after the build
-    with run.session(ctx.obj["debug"]):
+    with run.session(ctx.obj["debug"], input_bytes=sum(file.size for file in files)):
         built = write_build(events, out_dir, config, show_progress=run.progress)
         if es is not None:
             from .index import write_index

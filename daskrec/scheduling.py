@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
+import dask
 from dask.base import persist
 
 __all__ = ["materialise", "scheduler_threads", "scheduler_workers", "task_memory_bytes", "worker_memory_bytes"]
 
 
+def _active_client() -> Any:
+    """The distributed client in use, or None when the work runs on a local scheduler."""
+    if "distributed" not in sys.modules:  # no client can exist, and importing it costs ~1 s here
+        return None
+    from distributed import get_client
+
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
 def scheduler_threads() -> int:
     """Threads the active scheduler runs tasks on."""
-    try:
-        from distributed import get_client
-
-        return max(1, int(sum(get_client().nthreads().values())))
-    except ValueError:
-        return os.cpu_count() or 1
+    client = _active_client()
+    if client is None:
+        return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    return max(1, int(sum(client.nthreads().values())))
 
 
 def scheduler_workers() -> int:
     """Worker processes of the active scheduler (1 for the local schedulers)."""
-    try:
-        from distributed import get_client
-
-        return max(1, len(get_client().nthreads()))
-    except ValueError:
-        return 1
+    client = _active_client()
+    return 1 if client is None else max(1, len(client.nthreads()))
 
 
 WORKER_RESERVE_BYTES = 512 * 2**20
@@ -54,25 +62,18 @@ def _worker_sizes() -> list[tuple[int, int]]:
         return limit - min(WORKER_RESERVE_BYTES, limit // 2)
 
     machine = int(psutil.virtual_memory().total)
-    try:
-        from distributed import get_client
-
-        workers = list(get_client().scheduler_info(n_workers=-1)["workers"].values())
-    except ValueError:
-        return [(usable(machine), os.cpu_count() or 1)]
+    client = _active_client()
+    if client is None:
+        return [(usable(machine), scheduler_threads())]
+    workers = list(client.scheduler_info(n_workers=-1)["workers"].values())
     sizes = [(usable(int(w["memory_limit"]) or machine), max(1, int(w["nthreads"]))) for w in workers]
-    return sizes or [(usable(machine), os.cpu_count() or 1)]
+    return sizes or [(usable(machine), scheduler_threads())]
 
 
 def materialise(collections: Any, show_progress: bool) -> Any:
     """Persist ``collections`` (any nesting of lists and tuples) and wait until they are in memory,
     with a progress bar if asked (distributed's when a client is active)."""
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except ValueError:
-        client = None
+    client = _active_client()
     if client is None:
         if not show_progress:
             return persist(collections)[0]

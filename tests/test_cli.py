@@ -55,6 +55,21 @@ def test_generate_build_show(tmp_path: Path) -> None:
     assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 2
 
 
+def test_a_small_input_runs_in_process_unless_the_dashboard_is_asked_for(tmp_path: Path) -> None:
+    assert daskrec("generate", "events.csv", "--events", "20000", "--seed", "5", cwd=tmp_path).returncode == 0
+    alone = daskrec("build", "events.csv", "--out", "alone", "--event", "all", "--no-progress", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    assert "Dask's threaded scheduler" in alone.stderr and "Dask dashboard" not in alone.stderr
+    clustered = daskrec("build", "events.csv", "--out", "clustered", "--event", "all", "--no-progress",
+                        "--dashboard", "--dashboard-address", ":0", cwd=tmp_path)
+    assert clustered.returncode == 0, clustered.stderr
+    assert "Dask dashboard: http://" in clustered.stderr and "threaded scheduler" not in clustered.stderr
+    assert pq.read_table(tmp_path / "alone" / "indicators.parquet").equals(pq.read_table(tmp_path / "clustered" / "indicators.parquet"))
+    for clash in (["--workers", "2"], ["--report", "report.html"]):
+        refused = daskrec("build", "events.csv", "--out", "never", "--no-dashboard", *clash, cwd=tmp_path)
+        assert refused.returncode == 2 and "dashboard" in refused.stderr and not (tmp_path / "never").exists()
+
+
 def test_generate_is_reproducible(tmp_path: Path) -> None:
     for name in ("a.csv", "b.csv"):
         assert daskrec("generate", name, "--events", "5000", "--seed", "9", cwd=tmp_path).returncode == 0

@@ -45,6 +45,7 @@ def test_tutorial_preset_is_the_spec_recipe_and_defaults_are_the_measured_best()
         (lambda: IndicatorConfig(llr_table="users", max_per_item=0), "max_per_item"),
         (lambda: ClusterConfig(workers=0), "workers"),
         (lambda: ClusterConfig(scheduler="tcp://127.0.0.1:8786", workers=2), "workers"),
+        (lambda: ClusterConfig(dashboard=False, memory_limit="1GB"), "dashboard"),
     ],
 )
 def test_validation_names_the_field(make: object, field: str) -> None:
