@@ -149,9 +149,9 @@ class IndicatorConfig:
 SMALL_INPUT_BYTES = 64 * 2**20
 """Inputs up to this size run in this process on Dask's threaded scheduler unless a dashboard or a
 cluster is asked for. Importing distributed, starting the LocalCluster and its dashboard cost
-~2.5 s of start-up (measured: a whole ``daskrec build`` process on ml-latest-small took
-6.9–7.7 s with them and 4.5–5.2 s without, and 7.1–7.5 against 5.2–5.7 s on a 63 MB log of 2M
-events; the outputs are identical). Such builds end in seconds, too soon to watch a dashboard."""
+~3 s of start-up (measured: a whole ``daskrec build`` process on ml-latest-small took 7.4 s with
+them and 3.6–4.7 s without, and 7.1–7.5 against 5.2–5.7 s on a 63 MB log of 2M events; the
+outputs are identical). Such builds end in seconds, too soon to watch a dashboard."""
 
 
 @dataclass(frozen=True)
