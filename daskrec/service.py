@@ -301,7 +301,7 @@ class _Gate:
     A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) adds a task
     and a memory stream to every request, a measured ~1 ms of the service's CPU per request here.
     The key is checked here rather than by a FastAPI dependency on each route: the dependency cost
-    a measured ~0.2 ms of CPU and of median latency per request (``bench_serve``).
+    a measured ~0.2 ms of CPU and of median latency per request (A/B in the README).
     """
 
     def __init__(self, app: ASGIApp, state: _State, open_paths: frozenset[str | None]) -> None:
