@@ -24,12 +24,15 @@ def _active_client() -> Any:
         return None
 
 
+def _local_threads() -> int:
+    """Threads of Dask's local schedulers (``num_workers`` if set, else every core)."""
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
 def scheduler_threads() -> int:
     """Threads the active scheduler runs tasks on."""
     client = _active_client()
-    if client is None:
-        return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-    return max(1, int(sum(client.nthreads().values())))
+    return _local_threads() if client is None else max(1, int(sum(client.nthreads().values())))
 
 
 def scheduler_workers() -> int:
@@ -64,10 +67,10 @@ def _worker_sizes() -> list[tuple[int, int]]:
     machine = int(psutil.virtual_memory().total)
     client = _active_client()
     if client is None:
-        return [(usable(machine), scheduler_threads())]
+        return [(usable(machine), _local_threads())]
     workers = list(client.scheduler_info(n_workers=-1)["workers"].values())
     sizes = [(usable(int(w["memory_limit"]) or machine), max(1, int(w["nthreads"]))) for w in workers]
-    return sizes or [(usable(machine), scheduler_threads())]
+    return sizes or [(usable(machine), _local_threads())]
 
 
 def materialise(collections: Any, show_progress: bool) -> Any:

@@ -89,7 +89,7 @@ def test_the_vocabulary_imports_nothing_from_daskrec() -> None:
     assert {m for m in written_imports("daskrec.schema") if m.startswith("daskrec")} == set()
 
 
-def packages_loaded_by(modules: str) -> set[str]:
+def modules_loaded_by(modules: str) -> set[str]:
     """The modules a fresh interpreter holds after importing ``modules`` (comma-separated)."""
     code = f"import sys, json, {modules}; print(json.dumps(sorted(sys.modules)))"
     return set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
@@ -97,17 +97,17 @@ def packages_loaded_by(modules: str) -> set[str]:
 
 @pytest.mark.parametrize("module", READ_SIDE + BULK_WRITER)
 def test_importing_loads_no_build_engine(module: str) -> None:
-    assert forbidden(packages_loaded_by(module), dask_allowed=module in BULK_WRITER) == set()
+    assert forbidden(modules_loaded_by(module), dask_allowed=module in BULK_WRITER) == set()
 
 
 def test_the_service_starts_without_scipy() -> None:
     """What ``daskrec serve`` imports is its start-up time: scipy (0.2 s here) is the Scorer's alone."""
-    assert not {name for name in packages_loaded_by("daskrec.cli, daskrec.service") if name.split(".")[0] == "scipy"}
+    assert not {name for name in modules_loaded_by("daskrec.cli, daskrec.service") if name.split(".")[0] == "scipy"}
 
 
 def test_the_cli_loads_the_elasticsearch_client_only_to_connect() -> None:
     """Every command reads the node's settings; the client (0.8 s here) is for those that connect."""
-    assert not {name for name in packages_loaded_by("daskrec.cli, daskrec.es") if name.split(".")[0] in {"elasticsearch", "elastic_transport"}}
+    assert not {name for name in modules_loaded_by("daskrec.cli, daskrec.es") if name.split(".")[0] in {"elasticsearch", "elastic_transport"}}
 
 
 def test_every_public_name_resolves_lazily() -> None:
