@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-kernel bench-serve bench-shuffle bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
+.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-kernel bench-serve bench-shuffle bench-startup bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
 
 venv: $(VENV)/.installed
 
@@ -44,9 +44,15 @@ bench: venv
 bench-kernel: venv
 	$(BIN)/python bench/bench_kernel.py --events 10000000 --mode all --rounds 3 --json bench/results/kernel-10M-all.json
 
-## bench-shuffle: daskrec's routing of rows by visitor against Dask's shuffle (README, "How it is computed")
+## bench-shuffle: daskrec's routing of rows by visitor against Dask's shuffle, without and with a
+## worker memory limit (README, "How it is computed")
 bench-shuffle: venv
-	$(BIN)/python bench/bench_shuffle.py --events 2000000,10000000 --json bench/results/shuffle.json
+	$(BIN)/python bench/bench_shuffle.py --events 10000000,50000000 --json bench/results/shuffle.json
+	$(BIN)/python bench/bench_shuffle.py --events 10000000,50000000 --memory-limit 1.1GB --json bench/results/shuffle-limited.json
+
+## bench-startup: a whole small build process (ml-latest-small) against the floor of its libraries
+bench-startup: venv
+	$(BIN)/python bench/bench_startup.py --rounds 5 --json bench/results/startup.json
 
 ## bench-outofcore: a 100M-event build (3.5 GB) under a 1.1 GB worker memory limit vs unlimited, and
 ## the scaling runs at 1M..100M events with their plot (generates the logs once, ~10 GB of disk)

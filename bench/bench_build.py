@@ -9,11 +9,14 @@ writes
     {"events", "mode", "daskrec_s", "reference_s", "ratio", "inprocess_s", "inprocess_ratio",
      "daskrec_peak_gb", "reference_peak_gb", "inprocess_peak_gb", "outputs_match", "items",
      "items_with_indicators", "work", "kernel_work_per_s", "inprocess_kernel_work_per_s",
-     "daskrec_stages_s", "inprocess_stages_s"}
+     "daskrec_stages_s", "inprocess_stages_s", "parse_s", "ingest_over_parse"}
 
 ``ratio`` is daskrec over the reference, ``inprocess_ratio`` daskrec over the in-process run
 (below 1: Dask pays for itself); ``work`` is W = Σ_users (kept items)², the kernel's
-multiply-adds, and ``kernel_work_per_s`` W over the indicators stage's seconds.
+multiply-adds, and ``kernel_work_per_s`` W over the indicators stage's seconds. ``parse_s`` is
+pyarrow's multi-threaded CSV reader parsing the four columns a build reads, typed, in this
+process (imports excluded, as from the stages); ``ingest_over_parse`` is daskrec's ingest stage
+over it.
 
 Usage: ``python bench/bench_build.py --events 10000000 --mode all --json bench/results/10M-all.json``
 """
@@ -24,9 +27,22 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from measure import HERE, events_file, outputs_match, run_measured
+
+
+def pyarrow_parse_s(path: Path) -> float:
+    """Seconds pyarrow's multi-threaded CSV reader takes to parse the four columns a build reads."""
+    types = {"timestamp": pa.int64(), "visitorid": pa.int64(), "event": pa.string(), "itemid": pa.int64()}
+    started = time.perf_counter()
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=list(types), column_types=types))
+    seconds = time.perf_counter() - started
+    del table
+    return seconds
 
 
 def main() -> None:
@@ -54,6 +70,7 @@ def main() -> None:
             [sys.executable, str(HERE / "inprocess_build.py"), str(data), str(inprocess), "--event", event,
              "--preset", "tutorial", "--report", str(inprocess_report)]
         )
+        parse_s = pyarrow_parse_s(data)
         manifest = json.loads((out / "manifest.json").read_text())
         alone = json.loads(inprocess_report.read_text())
         work = manifest["counts"]["work"]
@@ -76,6 +93,8 @@ def main() -> None:
             "inprocess_kernel_work_per_s": round(alone["work"] / alone["timings_s"]["indicators"]),
             "daskrec_stages_s": manifest["timings_s"],
             "inprocess_stages_s": alone["timings_s"],
+            "parse_s": round(parse_s, 2),
+            "ingest_over_parse": round(manifest["timings_s"]["ingest"] / parse_s, 2),
         }
     print(json.dumps(result, indent=2))
     if args.json:

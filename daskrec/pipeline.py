@@ -53,7 +53,7 @@ from .ingest import (
     StringIdsFound,
     expand_inputs,
     keep_recent,
-    read_events,
+    read_partitions,
 )
 from .output import write_output
 from .scheduling import materialise, scheduler_threads, scheduler_workers, task_memory_bytes, worker_memory_bytes
@@ -316,7 +316,7 @@ def _recent_rows(
 ) -> tuple[list[str], list[str], dict[str, int]]:
     """Read, route rows to buckets by visitor, keep each visitor's recent rows; the kept rows'
     files, the files of the trending window's (visitor, item) pairs, and the counts."""
-    parts = read_events(files, config.ingest, id_kinds).to_delayed()
+    parts = read_partitions(files, config.ingest, id_kinds)
     n_buckets = len(parts)
     routed = [f"{folder}/routed/part-{p:06d}.arrow" for p in range(n_buckets)]
     kept = [f"{folder}/kept/bucket-{b:06d}.arrow" for b in range(n_buckets)]

@@ -89,10 +89,12 @@ def test_the_vocabulary_imports_nothing_from_daskrec() -> None:
     assert {m for m in written_imports("daskrec.schema") if m.startswith("daskrec")} == set()
 
 
-def modules_loaded_by(modules: str) -> set[str]:
-    """The modules a fresh interpreter holds after importing ``modules`` (comma-separated)."""
-    code = f"import sys, json, {modules}; print(json.dumps(sorted(sys.modules)))"
-    return set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
+def modules_loaded_by(modules: str, then: str = "pass") -> set[str]:
+    """The modules a fresh interpreter holds after importing ``modules`` (comma-separated) and
+    running the statement ``then``."""
+    code = f"import sys, json, {modules}; {then}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout.splitlines()[-1]))
 
 
 @pytest.mark.parametrize("module", READ_SIDE + BULK_WRITER)
@@ -108,6 +110,18 @@ def test_the_service_starts_without_scipy() -> None:
 def test_the_cli_loads_the_elasticsearch_client_only_to_connect() -> None:
     """Every command reads the node's settings; the client (0.8 s here) is for those that connect."""
     assert not {name for name in modules_loaded_by("daskrec.cli, daskrec.es") if name.split(".")[0] in {"elasticsearch", "elastic_transport"}}
+
+
+def test_a_small_build_loads_neither_dataframes_nor_distributed(tmp_path: Path) -> None:
+    """A build hands each partition to a task of its own (``read_partitions``) and runs a small
+    input on the threaded scheduler: ``dask.dataframe`` (1.2 s here, it imports ``dask.array``)
+    and ``distributed`` (0.4 s) are for those who ask for them."""
+    events = tmp_path / "events.csv"
+    build = f"daskrec.synth.generate_events({str(events)!r}, daskrec.synth.SynthConfig(events=3000, seed=2)); " \
+            f"assert daskrec.cli.main(['build', {str(events)!r}, '--out', {str(tmp_path / 'out')!r}, '--no-progress']) == 0"
+    loaded = {name.split(".")[0] if name.startswith("distributed") else name for name in modules_loaded_by("daskrec.cli, daskrec.synth", build)}
+    assert (tmp_path / "out" / "manifest.json").exists()
+    assert {"dask.dataframe", "dask.array", "distributed"} & loaded == set()
 
 
 def test_every_public_name_resolves_lazily() -> None:
