@@ -301,14 +301,8 @@ def read_partitions(files: list[EventFile], config: IngestConfig, id_kinds: IdKi
 
     The build only ever hands each partition to a task of its own, so it reads them this way:
     the same reader, the same partitions, but without importing ``dask.dataframe`` (1.2 s of a
-    small build's process, measured; see the README, "Benchmarks").
-
-    Raises
-    ------
-    InputError
-        At compute time: a malformed row (with ``on_bad_rows="error"``), naming file, row and column.
-    StringIdsFound
-        At compute time: a CSV id column holds text; read again with ``id_kinds.with_strings(column)``.
+    small build's process, measured; see the README, "Benchmarks"). Computing a partition raises
+    what computing :func:`read_events` would.
     """
     from dask.base import tokenize
     from dask.delayed import delayed

@@ -42,6 +42,12 @@ INDICATORS_FILE = "indicators.parquet"
 ROW_GROUP_ROWS = 4096
 """Items per Parquet row group: the unit of parallel bulk indexing."""
 MANIFEST_FILE = "manifest.json"
+_PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
+"""How the indicators table is encoded. Not pyarrow's default dictionary encoding: item ids are
+unique per row and indicator ids nearly so within a row group, so a dictionary per row group only
+costs. Measured on a 10M-event build's table (100k items, int ids, row groups of 4096): 1.38 s to
+write and 42.0 MB with dictionaries, 0.46 s and 34.4 MB without (string ids: 1.41 s and 41.8 MB
+against 0.53 s and 35.2 MB); read times equal or faster."""
 
 
 @contextmanager
@@ -98,7 +104,7 @@ def write_output(
     base = out_dir.rstrip("/")
     with replacing(f"{base}/{INDICATORS_FILE}") as sink:
         if isinstance(table, pa.Table):
-            pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
         else:
             _concatenate(table, sink)
     written = manifest() if callable(manifest) else manifest
@@ -119,7 +125,7 @@ def _concatenate(parts: Sequence[str], sink: IO[bytes]) -> None:
             with fsspec.open(url, "rb") as f:
                 part = pq.read_table(f)
             if writer is None:
-                writer = pq.ParquetWriter(sink, part.schema, compression="zstd")
+                writer = pq.ParquetWriter(sink, part.schema, **_PARQUET_OPTIONS)
             pending.append(part)
             pending_rows += part.num_rows
             if pending_rows >= ROW_GROUP_ROWS:

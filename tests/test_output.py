@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from daskrec import (
@@ -24,6 +25,22 @@ def test_round_trip_and_manifest(simple_events_csv: Path, tmp_path: Path) -> Non
     write_output(str(tmp_path / "out"), result.table, manifest)
     assert read_indicators(str(tmp_path / "out")).equals(result.table)
     assert manifest["options"]["indicators"]["min_llr"] == BuildConfig().indicators.min_llr and manifest["item_id_type"] == "int64"
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_the_table_is_written_without_dictionaries(simple_events_csv: Path, tmp_path: Path, sliced: bool) -> None:
+    """Ids are unique per row: a dictionary per row group made the table slower to write and larger."""
+    table = build_indicators([str(simple_events_csv)]).table
+    source: pa.Table | list[str] = table
+    if sliced:
+        source = [str(tmp_path / "slice-0.parquet"), str(tmp_path / "slice-1.parquet")]
+        pq.write_table(table.slice(0, 2), source[0])
+        pq.write_table(table.slice(2), source[1])
+    write_output(str(tmp_path / "out"), source, {"run": 1})
+    written = pq.ParquetFile(tmp_path / "out" / "indicators.parquet").metadata
+    chunks = [written.row_group(g).column(c) for g in range(written.num_row_groups) for c in range(written.num_columns)]
+    assert all(chunk.compression == "ZSTD" and not any("DICTIONARY" in e for e in chunk.encodings) for chunk in chunks)
+    assert read_indicators(str(tmp_path / "out")).equals(table)
 
 
 def test_a_failed_write_leaves_no_complete_looking_output(
