@@ -133,8 +133,9 @@ class ClusterRun:
             click.echo("daskrec: running in this process on Dask's threaded scheduler, no dashboard"
                        + (" (a small input; --dashboard starts the LocalCluster)" if self.config.dashboard is None else ""), err=True)
             # The scheduler as a function, not the name "threads": with a name, Dask imports
-            # distributed to look for a client (~0.4 s here).
-            with dask.config.set(scheduler=dask.threaded.get, num_workers=self.config.threads or os.cpu_count() or 1):
+            # distributed to look for a client (~0.4 s here). Without --threads, num_workers stays
+            # unset and the threaded scheduler uses every core (as scheduling.scheduler_threads says).
+            with dask.config.set(scheduler=dask.threaded.get, num_workers=self.config.threads):
                 yield
             return
         from .cluster import connect
