@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .index import IndexReport, write_index
     from .llr import llr, root_llr
     from .output import read_indicators, write_output
-    from .pipeline import BuildReport, BuildResult, build_indicators, build_manifest, write_build
+    from .pipeline import BuildReport, BuildResult, build_indicators, build_manifest, update_build, write_build
     from .serve import Recommendation, recommend, similar
     from .synth import SynthConfig, generate_events
 
@@ -47,7 +47,7 @@ _HOMES = {
     **dict.fromkeys(["IndexReport", "write_index"], "index"),
     **dict.fromkeys(["llr", "root_llr"], "llr"),
     **dict.fromkeys(["read_indicators", "write_output"], "output"),
-    **dict.fromkeys(["BuildReport", "BuildResult", "build_indicators", "build_manifest", "write_build"], "pipeline"),
+    **dict.fromkeys(["BuildReport", "BuildResult", "build_indicators", "build_manifest", "update_build", "write_build"], "pipeline"),
     **dict.fromkeys(["Recommendation", "recommend", "similar"], "serve"),
     **dict.fromkeys(["SynthConfig", "generate_events"], "synth"),
 }

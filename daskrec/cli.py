@@ -357,6 +357,54 @@ def build(
 
 
 @cli.command()
+@click.argument("events", nargs=-1, required=True)
+@click.option("--build", "out_dir", required=True, help="Folder of the build to bring up to date (from `daskrec build --out`).")
+@click.option("--on-bad-rows", type=_choice(OnBadRows), default=None, help=_doc(IngestConfig, "on_bad_rows") + " [default: as built]")
+@cluster_options
+@es_options(optional=True)
+@click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
+@click.option("--layout", type=_choice(Layout), default=_INDEX.layout, help=_doc(IndexConfig, "layout"))
+@click.pass_context
+def update(
+    ctx: click.Context,
+    events: tuple[str, ...],
+    out_dir: str,
+    on_bad_rows: OnBadRows | None,
+    run: ClusterRun,
+    es: EsSettings | None,
+    alias: str,
+    keep: int,
+    layout: Layout,
+) -> None:
+    """Bring the build in --build up to date with the new EVENTS (CSV/Parquet paths, globs or
+    URLs), exactly as a full build over all its events would be; with --es-url, index it too."""
+    import fsspec
+
+    from .ingest import expand_inputs
+    from .pipeline import update_build
+
+    files = expand_inputs(events)  # fail on a bad path or header before starting any cluster
+    if es is not None:
+        _check_loading(es, alias)
+    # An update computes the indicators of every kept row again: size the run by those too.
+    fs, root = fsspec.core.url_to_fs(out_dir)
+    state_bytes = fs.du(f"{root}/state") if fs.exists(f"{root}/state") else 0
+    with run.session(ctx.obj["debug"], input_bytes=state_bytes + sum(file.size for file in files)):
+        updated = update_build(events, out_dir, on_bad_rows=on_bad_rows, show_progress=run.progress)
+        if es is not None:
+            from .index import write_index
+
+            indexed = write_index(out_dir, es, IndexConfig(alias=alias, keep=keep, layout=layout), show_progress=run.progress)
+            click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {alias!r}", err=True)
+    counts = updated.counts
+    click.echo(
+        f"{counts.get('users_changed', 0)} users changed; {counts['items']} items "
+        f"({counts['items_with_indicators']} with indicators) from {counts['events_kept']} kept of "
+        f"{counts['events_read']} events in {sum(updated.timings.values()):.1f}s -> {out_dir}"
+    )
+
+
+@cli.command()
 @click.argument("out")
 @click.option("--events", type=click.IntRange(min=1), required=True, help="Rows to write.")
 @click.option("--users", type=click.IntRange(min=1), default=None, help="Distinct visitors [default: events/20].")

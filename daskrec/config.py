@@ -8,8 +8,9 @@ README); :data:`TUTORIAL` is the reference recipe of the SPEC, kept exactly.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from .errors import ConfigError
 from .schema import Layout as Layout  # re-exported: the build options name the layout too
@@ -249,6 +250,15 @@ class BuildConfig:
 
     indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
     """Scoring and selecting indicators."""
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> BuildConfig:
+        """The configuration that :func:`dataclasses.asdict` gave ``options`` (as a manifest keeps it)."""
+        ingest = dict(options["ingest"])
+        for name in ("event_types", "cross_event_types"):
+            if ingest.get(name) is not None:
+                ingest[name] = tuple(ingest[name])
+        return cls(ingest=IngestConfig(**ingest), indicators=IndicatorConfig(**options["indicators"]))
 
     def __post_init__(self) -> None:
         if self.ingest.cross_event_types and self.indicators.downsamples:

@@ -675,9 +675,10 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``user`` (visitor number within this frame, 0..users-1), ``visitorid`` and ``itemid``
-        (and ``matrix``, when given: then each visitor keeps ``recent`` rows per matrix) of the
-        kept rows, in position order.
+        ``user`` (visitor number within this frame, 0..users-1), ``visitorid``, ``itemid`` and
+        ``timestamp`` (and ``matrix``, when given: then each visitor keeps ``recent`` rows per
+        matrix) of the kept rows, in position order. Kept rows followed by later rows give the
+        same result as all rows would: :func:`daskrec.pipeline.update_build` relies on it.
 
     Examples
     --------
@@ -696,7 +697,7 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
     user = np.empty(n_rows, dtype=np.int64)
     user[reversed_rows] = numbered
     # With cross-occurrence types each (visitor, matrix) keeps its own recent rows.
-    columns = ["visitorid", "itemid", *(["matrix"] if "matrix" in frame.columns else [])]
+    columns = ["visitorid", "itemid", "timestamp", *(["matrix"] if "matrix" in frame.columns else [])]
     group = user
     if "matrix" in frame.columns and n_rows:
         matrix = frame["matrix"].to_numpy().astype(np.int64)

@@ -1,8 +1,11 @@
 """A finished build's files: ``indicators.parquet`` and ``manifest.json``, never half-written.
 
-The manifest is the completion marker: it is removed first, the table is written under a
-temporary name and renamed, and only then is the manifest written (also via a temporary name).
-A folder without ``manifest.json`` holds no complete build.
+The manifest is the completion marker. The new table is written whole under a temporary name,
+then the new manifest, with that name, into ``.manifest-pending.json``: from then on the new
+build is committed. Then the old manifest is removed, the table renamed into place and the
+pending manifest renamed to ``manifest.json``. A folder without ``manifest.json`` holds no
+complete build; if a process dies between the commit and the last rename,
+:func:`complete_pending` finishes the job (an update does before it starts).
 
 This module reads and writes those files; it does not run a build (that is
 :func:`daskrec.pipeline.write_build`), so the readers of a build (indexing, serving) never load
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "INDICATORS_FILE",
     "MANIFEST_FILE",
+    "complete_pending",
     "ROW_GROUP_ROWS",
     "replacing",
     "write_output",
@@ -42,6 +46,7 @@ INDICATORS_FILE = "indicators.parquet"
 ROW_GROUP_ROWS = 4096
 """Items per Parquet row group: the unit of parallel bulk indexing."""
 MANIFEST_FILE = "manifest.json"
+_PENDING_FILE = ".manifest-pending.json"
 _PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
 """How the indicators table is encoded. Not pyarrow's default dictionary encoding: item ids are
 unique per row and indicator ids nearly so within a row group, so a dictionary per row group only
@@ -96,22 +101,44 @@ def write_output(
         From :func:`daskrec.pipeline.build_manifest`, or a function that returns it once the
         table is in place (so that it can report the time the copy took).
     """
+    complete_pending(out_dir)  # an earlier commit's last renames, so that its files are not left behind
     fs, root = fsspec.core.url_to_fs(out_dir)
     fs.makedirs(root, exist_ok=True)
-    manifest_path = f"{root}/{MANIFEST_FILE}"
-    if fs.exists(manifest_path):
-        fs.rm(manifest_path)
-    base = out_dir.rstrip("/")
-    with replacing(f"{base}/{INDICATORS_FILE}") as sink:
-        if isinstance(table, pa.Table):
-            pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
-        else:
-            _concatenate(table, sink)
-    written = manifest() if callable(manifest) else manifest
-    with replacing(f"{base}/{MANIFEST_FILE}", "w") as f:
-        json.dump(written, f, indent=2, default=str)
-        f.write("\n")
+    table_name = f".{INDICATORS_FILE}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with fs.open(f"{root}/{table_name}", "wb") as sink:
+            if isinstance(table, pa.Table):
+                pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
+            else:
+                _concatenate(table, sink)
+        written = manifest() if callable(manifest) else manifest
+        with replacing(f"{out_dir.rstrip('/')}/{_PENDING_FILE}", "w") as f:
+            json.dump({"table": table_name, "manifest": written}, f, default=str)
+    finally:
+        if not fs.exists(f"{root}/{_PENDING_FILE}") and fs.exists(f"{root}/{table_name}"):
+            fs.rm(f"{root}/{table_name}")
+    complete_pending(out_dir)
     log.info("output: indicators written to %s", out_dir)
+
+
+def complete_pending(out_dir: str) -> bool:
+    """Finish making a committed build live in ``out_dir`` (see the module's notes): whether
+    there was one to finish."""
+    fs, root = fsspec.core.url_to_fs(out_dir)
+    pending_path = f"{root}/{_PENDING_FILE}"
+    if not fs.exists(pending_path):
+        return False
+    with fs.open(pending_path, "r") as f:
+        pending = json.load(f)
+    if fs.exists(f"{root}/{MANIFEST_FILE}"):
+        fs.rm(f"{root}/{MANIFEST_FILE}")
+    if fs.exists(f"{root}/{pending['table']}"):  # gone once renamed
+        fs.mv(f"{root}/{pending['table']}", f"{root}/{INDICATORS_FILE}")
+    with replacing(f"{out_dir.rstrip('/')}/{MANIFEST_FILE}", "w") as f:
+        json.dump(pending["manifest"], f, indent=2, default=str)
+        f.write("\n")
+    fs.rm(pending_path)
+    return True
 
 
 def _concatenate(parts: Sequence[str], sink: IO[bytes]) -> None:

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import posixpath
 import time
 import uuid
 import warnings
@@ -43,7 +44,7 @@ from dask.delayed import Delayed, delayed
 
 from . import cooccurrence as co
 from . import scratch
-from .config import BuildConfig, IndicatorConfig
+from .config import BuildConfig, IndicatorConfig, IngestConfig, OnBadRows
 from .errors import DataWarning, InputError
 from .indicators import IndicatorBlock, all_indicators, indicator_block, pair_kernel_bytes
 from .ingest import (
@@ -55,7 +56,7 @@ from .ingest import (
     keep_recent,
     read_partitions,
 )
-from .output import write_output
+from .output import complete_pending, read_manifest, write_output
 from .scheduling import materialise, scheduler_threads, scheduler_workers, task_memory_bytes, worker_memory_bytes
 from .schema import ITEM_COLUMN, indicator_field, scores_field
 
@@ -69,6 +70,7 @@ __all__ = [
     "build_manifest",
     "build_parts",
     "indicator_table",
+    "update_build",
     "write_build",
 ]
 
@@ -95,6 +97,9 @@ class BuildReport:
     """Seconds spent per stage."""
     item_id_type: str = "int64"
     """Arrow type of the item ids."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """How the kept rows an update starts from are laid out: ``buckets``, ``id_kinds``,
+    ``newest_primary_ms`` (see :func:`update_build`)."""
 
 
 @dataclass
@@ -181,6 +186,7 @@ def build_manifest(inputs: Sequence[str], config: BuildConfig, report: BuildRepo
         "item_id_type": report.item_id_type,
         "counts": report.counts,
         "timings_s": report.timings,
+        "state": report.state,
     }
 
 
@@ -190,9 +196,10 @@ def write_build(
     """Build the indicators of ``inputs`` straight into ``out_dir``, never holding the whole table.
 
     The build's intermediates go to a scratch folder inside ``out_dir`` (so workers of a remote
-    cluster can reach it when ``out_dir`` is shared storage), removed afterwards. The table is
-    assembled from the item blocks' slices one at a time, then written as
-    :func:`~daskrec.output.write_output` does: atomically, manifest last.
+    cluster can reach it when ``out_dir`` is shared storage), removed afterwards, except each
+    visitor's kept rows and the trending window's pairs: they stay in ``out_dir/state/`` for
+    :func:`update_build`. The table is assembled from the item blocks' slices one at a time, then
+    written as :func:`~daskrec.output.write_output` does: atomically, manifest last.
 
     Parameters
     ----------
@@ -217,22 +224,188 @@ def write_build(
     """
     with scratch.scratch_folder(f"{out_dir.rstrip('/')}/.scratch-{uuid.uuid4().hex[:12]}") as folder:
         report, parts = build_parts(inputs, config, folder, show_progress=show_progress)
-        started = time.perf_counter()
-
-        def manifest() -> dict[str, Any]:  # called once the table is in place
-            report.timings["output"] = round(time.perf_counter() - started, 3)
-            return build_manifest(inputs, config, report)
-
-        write_output(out_dir, parts, manifest)
+        _commit(out_dir, folder, parts, report, lambda: build_manifest(inputs, config, report))
     log.info("output: %d items written to %s", report.counts["items"], out_dir)
     return report
+
+
+STATE_VERSION = 1
+"""Version of the layout of the kept rows a build folder keeps for :func:`update_build`; a
+folder with another (or none) must be built again once."""
+_STATE = "state"
+
+
+def _commit(out_dir: str, folder: str, parts: list[str], report: BuildReport, manifest: Callable[[], dict[str, Any]]) -> None:
+    """Make a build (or update) in ``folder`` live in ``out_dir``: its kept rows and trending
+    pairs become a new state generation there, its slices the table, and the manifest, written
+    last, names the generation. Other generations are removed once it is in place."""
+    started = time.perf_counter()
+    fs, root = fsspec.core.url_to_fs(out_dir)
+    _, scratch_root = fsspec.core.url_to_fs(folder)
+    generation = f"{_STATE}/{uuid.uuid4().hex[:12]}"
+    fs.makedirs(f"{root}/{generation}", exist_ok=True)
+    for name in ("kept", "trending"):
+        fs.mv(f"{scratch_root}/{name}", f"{root}/{generation}/{name}", recursive=True)
+    report.state.update(version=STATE_VERSION, path=generation)
+
+    def finished() -> dict[str, Any]:  # called once the table is in place
+        report.timings["output"] = round(time.perf_counter() - started, 3)
+        return manifest()
+
+    write_output(out_dir, parts, finished)
+    for other in fs.ls(f"{root}/{_STATE}", detail=False):
+        if posixpath.basename(other.rstrip("/")) != posixpath.basename(generation):
+            fs.rm(other, recursive=True)
+
+
+def update_build(
+    inputs: Sequence[str], out_dir: str, *, on_bad_rows: OnBadRows | None = None, show_progress: bool = False
+) -> BuildReport:
+    """Bring the build in ``out_dir`` up to date with the new events ``inputs``: the table and
+    manifest written are those a full :func:`write_build` over the build's inputs followed by
+    ``inputs``, with the build's options, would write.
+
+    Only the new events are read. Each visitor's kept rows from the folder's state are followed
+    by their new rows and cut to the most recent again (rows a visitor's new events push out of
+    the window leave it), the trending window moves to the newest primary event, and the
+    occurrences and indicators are computed again from the kept rows: every item's scores depend
+    on the totals of the 2x2 tables, which nearly every new event changes. The manifest's
+    ``updates`` lists each update with what it changed and how long it took.
+
+    Parameters
+    ----------
+    inputs
+        The new events: CSV or Parquet paths, globs or fsspec URLs, later than every event before
+        them in input order (a visitor's rows with equal timestamps rank later rows first).
+    out_dir
+        A folder written by :func:`write_build` (or an update).
+    on_bad_rows
+        How malformed new rows are handled (default: as the build did).
+    show_progress
+        Show progress bars.
+
+    Returns
+    -------
+    BuildReport
+        Counts (over all events so far, and this update's ``users_changed``) and stage timings.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` holds no complete build, or one kept without the state an update needs (built
+        before updates existed: build it again once); malformed or missing new events; text ids
+        in a column the build read as integers.
+    """
+    complete_pending(out_dir)  # an update killed after its commit leaves only renames to do
+    manifest = read_manifest(out_dir)
+    state = manifest.get("state") or {}
+    if state.get("version") != STATE_VERSION:
+        raise InputError(
+            f"holds a build without the state an update starts from (state version {state.get('version')}, "
+            f"this daskrec needs {STATE_VERSION}); run `daskrec build` over all events once, then update it.",
+            path=out_dir,
+        )
+    config = BuildConfig.from_dict(manifest["options"])
+    if on_bad_rows is not None:
+        config = dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, on_bad_rows=on_bad_rows))
+    files = expand_inputs(list(inputs))
+    fingerprint = [[f.url, f.size] for f in files]
+    updates = manifest.get("updates", [])
+    if updates and updates[-1]["fingerprint"] == fingerprint:
+        log.warning("update: %s already holds these files (same names and sizes) as its last update; nothing to do", out_dir)
+        return BuildReport(counts=manifest["counts"], timings=manifest["timings_s"], item_id_type=manifest["item_id_type"], state=state)
+    timings: dict[str, float] = {}
+    with scratch.scratch_folder(f"{out_dir.rstrip('/')}/.scratch-{uuid.uuid4().hex[:12]}") as folder:
+        with _stage("ingest", timings):
+            recent, batch = _updated_rows(files, config, out_dir, state, folder, show_progress)
+        _check_some_kept(recent.counts, config, files)
+        for name, value in manifest["counts"].items():
+            if name == "partitions" or name.startswith("events_") and name != "events_kept" or name.startswith("skipped_bad_"):
+                recent.counts[name] += value
+        new_state = {**state, "newest_primary_ms": recent.newest}
+        report, parts = _indicator_stages(recent, config, folder, timings, new_state, show_progress)
+        report.counts["users_changed"] = batch["users_changed"]
+        report.counts["item_rows_recomputed"] = report.counts["items"]
+
+        def updated_manifest() -> dict[str, Any]:
+            written = build_manifest([*manifest["inputs"], *inputs], config, report)
+            written["options"] = manifest["options"]  # the build's; this batch's on_bad_rows is below
+            done = {
+                "inputs": list(inputs),
+                "fingerprint": fingerprint,
+                "created": written["created"],
+                "on_bad_rows": config.ingest.on_bad_rows,
+                "counts": {**batch, "item_rows_recomputed": report.counts["items"]},
+                "timings_s": report.timings,
+            }
+            written["updates"] = [*updates, done]
+            return written
+
+        _commit(out_dir, folder, parts, report, updated_manifest)
+    log.info("update: %d users changed, %d items written to %s", batch["users_changed"], report.counts["items"], out_dir)
+    return report
+
+
+def _updated_rows(
+    files: list[EventFile], config: BuildConfig, out_dir: str, state: dict[str, Any], folder: str, show_progress: bool
+) -> tuple[_Recent, dict[str, int]]:
+    """The ingest stage of an update: the new rows routed to the state's buckets, each visitor's
+    kept rows followed by their new rows cut to the most recent, the trending pairs moved on;
+    with what this batch read and changed."""
+    id_kinds = IdKinds(**state["id_kinds"])
+    n_buckets = int(state["buckets"])
+    parts = read_partitions(files, config.ingest, id_kinds)
+    routed = [f"{folder}/routed/part-{p:06d}.arrow" for p in range(len(parts))]
+    stats = [delayed(_route_by_visitor)(part, n_buckets, url) for part, url in zip(parts, routed)]
+    after_routing = delayed(_after)(stats, routed)
+    newest = delayed(_newest)([*stats, {"newest_primary": int(state["newest_primary_ms"])}])
+    earlier = zip(*_bucket_files(f"{out_dir.rstrip('/')}/{state['path']}", n_buckets))
+    kept, windows = _bucket_files(folder, n_buckets)
+    buckets = [
+        delayed(_updated_bucket)(after_routing, bucket, config.ingest, newest, before, url, window)
+        for bucket, (before, url, window) in enumerate(zip(earlier, kept, windows))
+    ]
+    try:
+        buckets, stats = compute(*materialise((buckets, stats), show_progress))
+    except StringIdsFound as found:
+        raise InputError(
+            "holds text ids where the build read integers; a build over all events would read them as text: "
+            "run `daskrec build` over all events once.",
+            path=", ".join(f.url for f in files),
+            column=found.column,
+        ) from None
+    newest_read = max(_newest(stats), int(state["newest_primary_ms"]))
+    counts = {
+        **_read_counts(stats),
+        "events_kept": sum(b[0] for b in buckets),
+        "partitions": len(parts),
+        "trending_since_ms": _trending_since(newest_read, config.ingest.trending_days),
+    }
+    batch = {"events_read": counts["events_read"], "events_skipped": counts["events_skipped"],
+             "users_changed": sum(b[1] for b in buckets)}
+    return _Recent(kept, windows, counts, newest_read), batch
+
+
+def _updated_bucket(
+    routed: list[str], bucket: int, config: IngestConfig, newest: int, before: tuple[str, str], url: str, window: str
+) -> tuple[int, int]:
+    """A bucket's kept rows and trending pairs (files ``before``) followed by its new rows, kept
+    again (see :func:`_keep_bucket`); the rows kept and the visitors with new rows."""
+    earlier_kept, earlier_window = before
+    new_rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
+    earlier_rows = scratch.read_frame(earlier_kept).drop(columns="user")
+    rows = pd.concat([earlier_rows, new_rows[earlier_rows.columns]], ignore_index=True)
+    kept = _keep_bucket(rows, scratch.read_frame(earlier_window), config, newest, url, window)
+    return kept, int(new_rows["visitorid"].nunique())
 
 
 def build_parts(
     inputs: Sequence[str | EventFile], config: BuildConfig, folder: str, *, show_progress: bool = False
 ) -> tuple[BuildReport, list[str]]:
     """Run a build with its intermediates in ``folder``; return its report and the URLs of the
-    output table's slices (Parquet, in item order, all with the same schema).
+    output table's slices (Parquet, in item order, all with the same schema). The kept rows and
+    the trending window's pairs stay in ``folder/kept`` and ``folder/trending`` (the state an
+    update starts from, described by the report's ``state``).
 
     Raises
     ------
@@ -245,20 +418,32 @@ def build_parts(
     with _stage("ingest", timings):
         while True:
             try:
-                kept, windows, read_counts = _recent_rows(files, config, id_kinds, folder, show_progress)
+                recent = _recent_rows(files, config, id_kinds, folder, show_progress)
                 break
             except StringIdsFound as found:
                 log.info("ingest: %s holds text ids; reading it as strings", found.column)
                 id_kinds = id_kinds.with_strings(found.column)
-    if read_counts["events_kept"] == 0:
+    _check_some_kept(recent.counts, config, files)
+    state = {"buckets": len(recent.kept), "id_kinds": dataclasses.asdict(id_kinds), "newest_primary_ms": recent.newest}
+    return _indicator_stages(recent, config, folder, timings, state, show_progress)
+
+
+def _check_some_kept(counts: dict[str, int], config: BuildConfig, files: list[EventFile]) -> None:
+    if counts["events_kept"] == 0:
         wanted = "any type" if config.ingest.event_types is None else ", ".join(config.ingest.event_types)
         raise InputError(
             f"no rows of event type {wanted} in the input; check --event against the log's event column.",
             path=", ".join(f.url for f in files),
             column="event",
         )
+
+
+def _indicator_stages(
+    recent: _Recent, config: BuildConfig, folder: str, timings: dict[str, float], state: dict[str, Any], show_progress: bool
+) -> tuple[BuildReport, list[str]]:
+    """The occurrences and indicators stages from each bucket's kept rows and trending pairs."""
     with _stage("occurrences", timings):
-        vocabulary, blocks, summary, item_counts, users = _occurrences(kept, windows, config, folder, show_progress)
+        vocabulary, blocks, summary, item_counts, users = _occurrences(recent.kept, recent.windows, config, folder, show_progress)
         work, entries = compute(summary.work, summary.entries)
         total_work = float(work.sum())
         usable, threads = worker_memory_bytes() // 2 - entries * _BYTES_PER_SHARED_ENTRY, scheduler_threads()
@@ -298,44 +483,74 @@ def build_parts(
         block_counts: list[dict[str, int]] = compute(materialise(tasks, show_progress))[0]
         item_id_type = compute(delayed(_arrow_type)(vocabulary))[0]
     counts = {
-        **read_counts,
+        **recent.counts,
         "users": int(compute(users)[0]),
         "work": int(total_work),
         "item_blocks": len(plan),
         **{name: sum(c[name] for c in block_counts) for name in block_counts[0]},
     }
     log.info("build: %s items, %s with indicators", counts["items"], counts["items_with_indicators"])
-    return BuildReport(counts=counts, timings=timings, item_id_type=item_id_type), parts
+    return BuildReport(counts=counts, timings=timings, item_id_type=item_id_type, state=state), parts
 
 
 # ------------------------------------------------------------------------------------- the graphs
 
 
+@dataclass(frozen=True)
+class _Recent:
+    """What the ingest stage leaves: every bucket's kept rows and trending pairs, and its counts."""
+
+    kept: list[str]
+    """Each bucket's kept rows (see :func:`_keep_bucket`)."""
+    windows: list[str]
+    """Each bucket's trending pairs (see :func:`_keep_bucket`)."""
+    counts: dict[str, int]
+    """Events read, skipped (by cause) and kept, partitions, and the trending window's start."""
+    newest: int
+    """Timestamp of the newest primary event read (ms; :data:`_NO_TIME` without one)."""
+
+
 def _recent_rows(
     files: list[EventFile], config: BuildConfig, id_kinds: IdKinds, folder: str, show_progress: bool
-) -> tuple[list[str], list[str], dict[str, int]]:
-    """Read, route rows to buckets by visitor, keep each visitor's recent rows; the kept rows'
-    files, the files of the trending window's (visitor, item) pairs, and the counts."""
+) -> _Recent:
+    """Read, route rows to buckets by visitor, keep each visitor's recent rows and the trending
+    window's (visitor, item) pairs."""
     parts = read_partitions(files, config.ingest, id_kinds)
     n_buckets = len(parts)
     routed = [f"{folder}/routed/part-{p:06d}.arrow" for p in range(n_buckets)]
-    kept = [f"{folder}/kept/bucket-{b:06d}.arrow" for b in range(n_buckets)]
-    windows = [f"{folder}/trending/bucket-{b:06d}.arrow" for b in range(n_buckets)]
     stats = [delayed(_route_by_visitor)(part, n_buckets, url) for part, url in zip(parts, routed)]
     # The buckets wait for every partition to be routed; only file names pass between them.
     after_routing = delayed(_after)(stats, routed)
-    since = delayed(_trending_since)(stats, config.ingest.trending_days)
+    newest = delayed(_newest)(stats)
+    kept, windows = _bucket_files(folder, n_buckets)
     sizes = [
-        delayed(_recent_bucket)(after_routing, bucket, config.ingest.recent, since, url, window)
+        delayed(_recent_bucket)(after_routing, bucket, config.ingest, newest, url, window)
         for bucket, (url, window) in enumerate(zip(kept, windows))
     ]
     sizes, stats = compute(*materialise((sizes, stats), show_progress))
+    newest_read = _newest(stats)
+    counts = {
+        **_read_counts(stats),
+        "events_kept": sum(sizes),
+        "partitions": len(parts),
+        "trending_since_ms": _trending_since(newest_read, config.ingest.trending_days),
+    }
+    return _Recent(kept, windows, counts, newest_read)
+
+
+def _bucket_files(folder: str, n_buckets: int) -> tuple[list[str], list[str]]:
+    """Where each bucket's kept rows and trending pairs go."""
+    return (
+        [f"{folder}/kept/bucket-{b:06d}.arrow" for b in range(n_buckets)],
+        [f"{folder}/trending/bucket-{b:06d}.arrow" for b in range(n_buckets)],
+    )
+
+
+def _read_counts(stats: list[dict[str, int]]) -> dict[str, int]:
+    """Events read and skipped (by cause); warns of skipped rows."""
     counts = {
         "events_read": sum(s["events_read"] for s in stats),
         "events_skipped": sum(s["events_skipped"] for s in stats),
-        "events_kept": sum(sizes),
-        "partitions": len(parts),
-        "trending_since_ms": _trending_since(stats, config.ingest.trending_days),
     }
     for cause in BAD_ROW_CAUSES:
         counts[f"skipped_bad_{cause}"] = sum(s[f"skipped_bad_{cause}"] for s in stats)
@@ -345,9 +560,9 @@ def _recent_rows(
             f"skipped {counts['events_skipped']} malformed rows (by first bad column: {by_column}); "
             "the manifest counts them. Use on_bad_rows='error' to stop at the first one instead.",
             DataWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-    return kept, windows, counts
+    return counts
 
 
 def _occurrences(
@@ -431,9 +646,13 @@ _NO_TIME = np.iinfo(np.int64).min
 _DAY_MS = 86_400_000
 
 
-def _trending_since(stats: list[dict[str, int]], days: float) -> int:
+def _newest(stats: list[dict[str, int]]) -> int:
+    """The newest primary timestamp of the routed partitions."""
+    return max(s["newest_primary"] for s in stats)
+
+
+def _trending_since(newest: int, days: float) -> int:
     """First timestamp of the trending window: ``days`` before the newest primary event."""
-    newest = max(s["newest_primary"] for s in stats)
     return _NO_TIME if newest == _NO_TIME else newest - round(days * _DAY_MS)
 
 
@@ -442,16 +661,33 @@ def _after(_: Any, value: _T) -> _T:
     return value
 
 
-def _recent_bucket(routed: list[str], bucket: int, recent: int, since: int, url: str, window: str) -> int:
-    """Keep the recent rows of a bucket's visitors (gathered from every partition), write them
-    to ``url``, and the items of their distinct (visitor, item) primary pairs at or after
-    ``since`` to ``window``; the rows kept."""
+def _recent_bucket(routed: list[str], bucket: int, config: IngestConfig, newest: int, url: str, window: str) -> int:
+    """Keep the recent rows and trending pairs of a bucket's visitors, gathered from every
+    partition (see :func:`_keep_bucket`); what it kept."""
     rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
+    return _keep_bucket(rows, _NO_PAIRS, config, newest, url, window)
+
+
+_NO_PAIRS = pd.DataFrame({"visitorid": [], "itemid": [], "timestamp": np.array([], dtype=np.int64)})
+
+
+def _keep_bucket(
+    rows: pd.DataFrame, earlier_pairs: pd.DataFrame, config: IngestConfig, newest: int, url: str, window: str
+) -> int:
+    """Write to ``url`` the recent rows of the visitors of ``rows`` (all their rows, in input
+    order), and to ``window`` their distinct (visitor, item) primary pairs at or after the
+    trending window's start, each with its latest timestamp, merged with ``earlier_pairs`` (a
+    window file of the rows before these); return the rows kept."""
+    since = _trending_since(newest, config.trending_days)
     in_window = rows[(rows["matrix"].to_numpy() == 0) & (rows["timestamp"].to_numpy() >= since)]
-    scratch.write_frame(window, in_window[["visitorid", "itemid"]].drop_duplicates()[["itemid"]])
-    rows = keep_recent(rows.assign(position=np.arange(len(rows))), recent)
-    scratch.write_frame(url, rows)
-    return len(rows)
+    pairs = in_window[["visitorid", "itemid", "timestamp"]]
+    if len(earlier_pairs):
+        pairs = pd.concat([earlier_pairs[earlier_pairs["timestamp"].to_numpy() >= since], pairs], ignore_index=True)
+    latest = pairs.groupby(["visitorid", "itemid"], sort=False, as_index=False)["timestamp"].max()
+    scratch.write_frame(window, latest)
+    kept = keep_recent(rows.assign(position=np.arange(len(rows))), config.recent)
+    scratch.write_frame(url, kept)
+    return len(kept)
 
 
 def _item_vocabulary(kept: list[str]) -> pd.Index:

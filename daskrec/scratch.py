@@ -9,7 +9,12 @@ or not.
     Partition P's rows in one Arrow IPC record batch per visitor bucket, so that bucket B reads
     batch B of every partition.
 ``kept/bucket-B.arrow``
-    Bucket B's visitors' most recent rows (``user``, ``visitorid``, ``itemid``).
+    Bucket B's visitors' most recent rows (``user``, ``visitorid``, ``itemid``, ``timestamp``,
+    ``matrix``), in input order.
+``trending/bucket-B.arrow``
+    Their distinct (visitor, item) primary pairs in the trending window, with the latest
+    timestamp of each. These and the kept rows outlive a build that writes to a folder: they
+    become its ``state/<generation>/`` (see :func:`daskrec.pipeline.update_build`).
 ``occurrences/raw-B.npz``, ``occurrences/final-B.npz``
     Bucket B's occurrence matrix (users x all items, CSR) as counted and, for Mahout's table, as
     scored (binarised, downsampled); the raw one keeps the user keys when downsampling.

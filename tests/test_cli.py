@@ -50,7 +50,8 @@ def test_generate_build_show(tmp_path: Path) -> None:
     table = pq.read_table(tmp_path / "out" / "indicators.parquet")
     assert table.column_names == ["item", "indicators", "scores", "popularity", "trending"]
     assert table.num_rows == manifest["counts"]["items"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["indicators.parquet", "manifest.json"]
+    # no scratch left behind: the table, the manifest and the state an update starts from
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["indicators.parquet", "manifest.json", "state"]
     shown = daskrec("show", "out", "-n", "2", cwd=tmp_path)
     assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 2
 

@@ -10,13 +10,13 @@ import pytest
 
 from daskrec import (
     BuildConfig,
-    InputError,
     build_indicators,
     build_manifest,
     output,
     read_indicators,
     write_output,
 )
+from daskrec.output import read_manifest
 
 
 def test_round_trip_and_manifest(simple_events_csv: Path, tmp_path: Path) -> None:
@@ -43,12 +43,13 @@ def test_the_table_is_written_without_dictionaries(simple_events_csv: Path, tmp_
     assert read_indicators(str(tmp_path / "out")).equals(table)
 
 
-def test_a_failed_write_leaves_no_complete_looking_output(
+def test_a_failed_write_leaves_the_previous_build_whole(
     simple_events_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = build_indicators([str(simple_events_csv)])
     out = tmp_path / "out"
     write_output(str(out), result.table, {"run": 1})
+    before = (out / "indicators.parquet").read_bytes()
 
     def disk_full(table: pa.Table, where: object, **options: object) -> None:
         where.write(b"PAR1 half a file")  # type: ignore[attr-defined]
@@ -57,6 +58,30 @@ def test_a_failed_write_leaves_no_complete_looking_output(
     monkeypatch.setattr(output.pq, "write_table", disk_full)
     with pytest.raises(OSError, match="No space"):
         write_output(str(out), result.table, {"run": 2})
-    assert sorted(p.name for p in out.iterdir()) == ["indicators.parquet"]  # no manifest, no temp file
-    with pytest.raises(InputError, match="no complete build"):
-        read_indicators(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["indicators.parquet", "manifest.json"]  # no temp file
+    assert read_manifest(str(out)) == {"run": 1}
+    assert (out / "indicators.parquet").read_bytes() == before
+
+
+def test_a_write_stopped_after_its_commit_is_completed(simple_events_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = build_indicators([str(simple_events_csv)])
+    out = tmp_path / "out"
+    write_output(str(out), result.table, {"run": 1})
+    finish = output.complete_pending
+    calls = []
+
+    def stopped(out_dir: str) -> bool:
+        calls.append(out_dir)
+        if len(calls) == 2:  # the call after the commit: the process dies before its renames
+            raise KeyboardInterrupt
+        return finish(out_dir)
+
+    monkeypatch.setattr(output, "complete_pending", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        write_output(str(out), result.table.slice(0, 1), {"run": 2})
+    monkeypatch.undo()
+    assert read_manifest(str(out)) == {"run": 1}  # the renames are not done yet
+    assert output.complete_pending(str(out))
+    assert read_manifest(str(out)) == {"run": 2}
+    assert read_indicators(str(out)).num_rows == 1
+    assert sorted(p.name for p in out.iterdir()) == ["indicators.parquet", "manifest.json"]

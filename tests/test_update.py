@@ -1,0 +1,216 @@
+"""Incremental updates: a build brought up to date with new events equals a full build of all of
+them, whatever the split, through reruns and interruptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import EVERY_TYPE, build_into, real_dataset
+from elasticsearch import Elasticsearch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daskrec import BuildConfig, IndicatorConfig, IngestConfig, InputError, generate_events
+from daskrec import output as output_module
+from daskrec import pipeline
+from daskrec.es import EsSettings
+from daskrec.pipeline import update_build, write_build
+from daskrec.synth import SynthConfig
+
+CONFIGS = {
+    "users table, recent 5": BuildConfig(ingest=IngestConfig(event_types=None, recent=5, trending_days=0.5)),
+    "cooccurrence table": BuildConfig(
+        ingest=IngestConfig(event_types=None, recent=8), indicators=IndicatorConfig(llr_table="cooccurrence", top_k=10, min_llr=0.0)
+    ),
+    "cross types": BuildConfig(ingest=IngestConfig(event_types=("view",), cross_event_types=("addtocart", "transaction"), recent=4)),
+}
+
+
+@pytest.fixture(scope="module")
+def log_rows(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """A seeded 12k-event log, as rows."""
+    path = tmp_path_factory.mktemp("update") / "events.csv"
+    generate_events(str(path), SynthConfig(events=12_000, seed=5))
+    return pd.read_csv(path)
+
+
+def write_batches(rows: pd.DataFrame, cuts: list[int], folder: Path) -> list[str]:
+    """``rows`` cut at ``cuts`` into CSV files, in order."""
+    bounds = [0, *cuts, len(rows)]
+    paths = []
+    for n, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+        path = folder / f"batch-{n}.csv"
+        rows.iloc[start:stop].to_csv(path, index=False)
+        paths.append(str(path))
+    return paths
+
+
+def assert_same_indicators(updated: pa.Table, full: pa.Table) -> None:
+    """Same rows and lists; scores within 1e-9 relative."""
+    assert updated.column_names == full.column_names
+    for name in updated.column_names:
+        if name.endswith("scores"):
+            for got, want in zip(updated.column(name).to_pylist(), full.column(name).to_pylist()):
+                np.testing.assert_allclose(got, want, rtol=1e-9)
+        else:
+            assert updated.column(name).equals(full.column(name)), name
+
+
+def updated_and_full(batches: list[str], config: BuildConfig, folder: Path) -> tuple[pa.Table, pa.Table]:
+    write_build(batches[:1], str(folder / "updated"), config)
+    for batch in batches[1:]:
+        update_build([batch], str(folder / "updated"))
+    write_build(batches, str(folder / "full"), config)
+    return pq.read_table(folder / "updated" / "indicators.parquet"), pq.read_table(folder / "full" / "indicators.parquet")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_updates_equal_a_full_build(name: str, log_rows: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(log_rows) - 1), min_size=1, max_size=3, unique=True), label="cuts"))
+    folder = tmp_path_factory.mktemp("split")
+    updated, full = updated_and_full(write_batches(log_rows, cuts, folder), CONFIGS[name], folder)
+    assert_same_indicators(updated, full)
+    manifest = json.loads((folder / "updated" / "manifest.json").read_text())
+    assert [u["counts"]["events_read"] for u in manifest["updates"]] == np.diff([*cuts, len(log_rows)]).tolist()
+    assert manifest["counts"]["events_read"] == len(log_rows)
+    assert len(list((folder / "updated" / "state").iterdir())) == 1  # earlier states are removed
+
+
+def test_an_update_equals_a_full_build_on_real_data(tmp_path: Path) -> None:
+    rows = pd.read_csv(real_dataset("ml-latest-small"))
+    updated, full = updated_and_full(write_batches(rows, [int(len(rows) * 0.9), int(len(rows) * 0.99)], tmp_path), EVERY_TYPE, tmp_path)
+    assert_same_indicators(updated, full)
+
+
+def test_new_users_items_and_event_types_with_text_ids(tmp_path: Path) -> None:
+    base = pd.DataFrame({"timestamp": [1, 2, 3, 4, 5, 6], "visitorid": ["u1", "u1", "u2", "u2", "u3", "u3"],
+                         "event": ["buy"] * 6, "itemid": ["b", "c", "b", "c", "c", "d"], "transactionid": [None] * 6})
+    # A new item that sorts first (every item code moves), a new visitor, a new event type, and
+    # u1's window (recent=2) pushing out its older rows, one with an equal timestamp.
+    new = pd.DataFrame({"timestamp": [7, 2, 8, 9, 9, 10], "visitorid": ["u1", "u1", "u4", "u4", "u2", "u4"],
+                        "event": ["like", "buy", "buy", "like", "buy", "buy"], "itemid": ["a", "a", "a", "b", "a", "c"],
+                        "transactionid": [None] * 6})
+    base.to_csv(tmp_path / "base.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    config = BuildConfig(ingest=IngestConfig(event_types=None, recent=2), indicators=IndicatorConfig(min_llr=0.0))
+    updated, full = updated_and_full([str(tmp_path / "base.csv"), str(tmp_path / "new.csv")], config, tmp_path)
+    assert_same_indicators(updated, full)
+    assert updated.column("item").to_pylist() == ["a", "b", "c", "d"]
+
+
+def test_text_ids_after_integer_ids_ask_for_a_full_build(tmp_path: Path, simple_events_csv: Path) -> None:
+    write_build([str(simple_events_csv)], str(tmp_path / "out"))
+    (tmp_path / "new.csv").write_text("timestamp,visitorid,event,itemid,transactionid\n20000,1,transaction,x-1,\n")
+    with pytest.raises(InputError, match="text ids") as raised:
+        update_build([str(tmp_path / "new.csv")], str(tmp_path / "out"))
+    assert raised.value.column == "itemid"
+
+
+def test_a_build_without_state_asks_for_a_rebuild(tmp_path: Path, simple_events_csv: Path) -> None:
+    build_into(tmp_path / "out", simple_events_csv)  # written as builds before updates were
+    with pytest.raises(InputError, match="run `daskrec build` over all events once"):
+        update_build([str(simple_events_csv)], str(tmp_path / "out"))
+
+
+def test_the_same_files_again_are_a_rerun(tmp_path: Path, log_rows: pd.DataFrame) -> None:
+    batches = write_batches(log_rows, [8_000], tmp_path)
+    write_build(batches[:1], str(tmp_path / "out"), EVERY_TYPE)
+    update_build(batches[1:], str(tmp_path / "out"))
+    before = (tmp_path / "out" / "manifest.json").read_text()
+    update_build(batches[1:], str(tmp_path / "out"))
+    assert (tmp_path / "out" / "manifest.json").read_text() == before
+
+
+def test_a_failed_update_leaves_the_build_as_it_was(tmp_path: Path, log_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = write_batches(log_rows, [6_000], tmp_path)
+    write_build(batches[:1], str(tmp_path / "updated"), EVERY_TYPE)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "updated").iterdir() if p.is_file()}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a worker died")
+
+    monkeypatch.setattr(pipeline, "_indicator_stages", broken)
+    with pytest.raises(RuntimeError):
+        update_build(batches[1:], str(tmp_path / "updated"))
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "updated").iterdir() if p.is_file()} == files
+    assert [p.name for p in (tmp_path / "updated").iterdir() if p.name.startswith(".scratch")] == []
+    update_build(batches[1:], str(tmp_path / "updated"))
+    write_build(batches, str(tmp_path / "full"), EVERY_TYPE)
+    assert_same_indicators(pq.read_table(tmp_path / "updated" / "indicators.parquet"), pq.read_table(tmp_path / "full" / "indicators.parquet"))
+
+
+def test_an_update_that_died_after_its_commit_is_completed_not_repeated(
+    tmp_path: Path, log_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = write_batches(log_rows, [6_000], tmp_path)
+    write_build(batches[:1], str(tmp_path / "updated"), EVERY_TYPE)
+    finish = output_module.complete_pending
+
+    def dies_after_commit(out_dir: str) -> bool:
+        if (Path(out_dir) / ".manifest-pending.json").exists():
+            raise KeyboardInterrupt  # the process stops between the commit and the renames
+        return finish(out_dir)
+
+    monkeypatch.setattr(output_module, "complete_pending", dies_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        update_build(batches[1:], str(tmp_path / "updated"))
+    monkeypatch.undo()
+    update_build(batches[1:], str(tmp_path / "updated"))  # completes the commit, then sees a rerun
+    manifest = json.loads((tmp_path / "updated" / "manifest.json").read_text())
+    assert len(manifest["updates"]) == 1
+    write_build(batches, str(tmp_path / "full"), EVERY_TYPE)
+    assert_same_indicators(pq.read_table(tmp_path / "updated" / "indicators.parquet"), pq.read_table(tmp_path / "full" / "indicators.parquet"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [1.0, 2.0, 3.0])
+def test_a_killed_update_process_then_rerun_equals_a_full_build(tmp_path: Path, after_s: float) -> None:
+    generate_events(str(tmp_path / "events.csv"), SynthConfig(events=300_000, seed=9))
+    rows = pd.read_csv(tmp_path / "events.csv")
+    batches = write_batches(rows, [200_000, 250_000], tmp_path)
+    write_build(batches[:2], str(tmp_path / "updated"), EVERY_TYPE)
+    command = [sys.executable, "-m", "daskrec", "update", batches[2], "--build", str(tmp_path / "updated"), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(after_s)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    write_build(batches, str(tmp_path / "full"), EVERY_TYPE)
+    assert_same_indicators(pq.read_table(tmp_path / "updated" / "indicators.parquet"), pq.read_table(tmp_path / "full" / "indicators.parquet"))
+
+
+@pytest.mark.slow
+def test_command_line_update_reindexes(tmp_path: Path, log_rows: pd.DataFrame, es_settings: EsSettings, alias: str) -> None:
+    batches = write_batches(log_rows, [9_000], tmp_path)
+
+    def daskrec(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "daskrec", *args, "--es-url", es_settings.url, "--index", alias, "--no-progress"],
+                              capture_output=True, text=True, timeout=300)
+
+    built = daskrec("build", batches[0], "--event", "all", "--out", str(tmp_path / "out"))
+    assert built.returncode == 0, built.stderr
+    updated = daskrec("update", batches[1], "--build", str(tmp_path / "out"))
+    assert updated.returncode == 0, updated.stderr
+    assert "users changed" in updated.stdout and f"now behind alias {alias!r}" in updated.stderr
+    table = pq.read_table(tmp_path / "out" / "indicators.parquet")
+    with Elasticsearch(**es_settings.client_options()) as client:
+        client.indices.refresh(index=alias)
+        assert client.count(index=alias)["count"] == table.num_rows
+        first = table.slice(0, 1).to_pylist()[0]
+        hit = client.search(index=alias, query={"ids": {"values": [str(first["item"])]}})["hits"]["hits"][0]["_source"]
+    assert str(first["indicators"][0]) in json.dumps(hit)
