@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-kernel bench-serve bench-shuffle bench-startup bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
+.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-kernel bench-serve bench-shuffle bench-startup bench-update bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,10 @@ bench-shuffle: venv
 ## bench-startup: a whole small build process (ml-latest-small) against the floor of its libraries
 bench-startup: venv
 	$(BIN)/python bench/bench_startup.py --rounds 5 --json bench/results/startup.json
+
+## bench-update: an update of the latest 1% and 10% of a 50M-event log against a full build of it
+bench-update: venv
+	$(BIN)/python bench/bench_update.py --events 50000000 --fractions 0.01,0.1 --json bench/results/update-50M.json
 
 ## bench-outofcore: a 100M-event build (3.5 GB) under a 1.1 GB worker memory limit vs unlimited, and
 ## the scaling runs at 1M..100M events with their plot (generates the logs once, ~10 GB of disk)

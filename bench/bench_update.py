@@ -25,6 +25,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from measure import HERE, events_file, outputs_match, report, run_measured
 
@@ -63,16 +66,30 @@ def _copy(source: object, sink: object, n_bytes: int) -> None:
 def changed_rows(before: Path, after: Path) -> dict[str, int]:
     """Items added, removed, and kept with other content (any column), from one table to the next:
     the documents an index of ``before`` would have to change."""
-    old, new = pq.read_table(before).to_pandas(), pq.read_table(after).to_pandas()
-    both = old.merge(new, on="item", how="outer", suffixes=("_old", "_new"), indicator=True)
-    kept = both[both["_merge"] == "both"]
-    columns = [c for c in old.columns if c != "item"]
-    differs = np.zeros(len(kept), dtype=bool)
-    for column in columns:
-        differs |= np.array([repr(a) != repr(b) for a, b in zip(kept[f"{column}_old"], kept[f"{column}_new"])])
+    old, new = pq.read_table(before), pq.read_table(after)
+    old_items = pd.Index(old.column("item").to_numpy())
+    position = old_items.get_indexer(pd.Index(new.column("item").to_numpy()))
+    in_both = np.flatnonzero(position >= 0)
+    differs = np.zeros(len(in_both), dtype=bool)
+    for name in old.column_names:
+        if name == "item":
+            continue
+        a = old.column(name).combine_chunks().take(pa.array(position[in_both]))
+        b = new.column(name).combine_chunks().take(pa.array(in_both))
+        if not pa.types.is_list(a.type):
+            differs |= a.to_numpy(zero_copy_only=False) != b.to_numpy(zero_copy_only=False)
+            continue
+        lengths_a = pc.list_value_length(a).to_numpy(zero_copy_only=False)
+        differs |= lengths_a != pc.list_value_length(b).to_numpy(zero_copy_only=False)
+        same_length = pa.array(np.flatnonzero(~differs))
+        rows = pc.list_parent_indices(a.take(same_length)).to_numpy(zero_copy_only=False)
+        values_a = pc.list_flatten(a.take(same_length)).to_numpy(zero_copy_only=False)
+        values_b = pc.list_flatten(b.take(same_length)).to_numpy(zero_copy_only=False)
+        mismatched = np.bincount(rows[values_a != values_b], minlength=len(same_length)) > 0
+        differs[same_length.to_numpy()[mismatched]] = True
     return {
-        "added": int((both["_merge"] == "right_only").sum()),
-        "removed": int((both["_merge"] == "left_only").sum()),
+        "added": int(len(new) - len(in_both)),
+        "removed": int(len(old) - len(in_both)),
         "changed": int(differs.sum()),
         "unchanged": int((~differs).sum()),
     }

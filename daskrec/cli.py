@@ -344,15 +344,25 @@ def build(
     with run.session(ctx.obj["debug"], input_bytes=sum(file.size for file in files)):
         built = write_build(events, out_dir, config, show_progress=run.progress)
         if es is not None:
-            from .index import write_index
+            _index_build(out_dir, es, index_config, run.progress)
+    _echo_summary(built.counts, built.timings, out_dir)
 
-            indexed = write_index(out_dir, es, index_config, show_progress=run.progress)
-            click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {alias!r}", err=True)
-    counts = built.counts
+
+def _index_build(out_dir: str, es: EsSettings, config: IndexConfig, progress: bool) -> None:
+    """Index the build in ``out_dir`` into a new generation behind ``config.alias``; say so."""
+    from .index import write_index
+
+    indexed = write_index(out_dir, es, config, show_progress=progress)
+    click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {config.alias!r}", err=True)
+
+
+def _echo_summary(counts: dict[str, int], timings: dict[str, float], out_dir: str) -> None:
+    """One line on what a build (or update) made."""
+    changed = f"{counts['users_changed']} users changed; " if "users_changed" in counts else ""
     click.echo(
-        f"{counts['items']} items ({counts['items_with_indicators']} with indicators) from "
+        f"{changed}{counts['items']} items ({counts['items_with_indicators']} with indicators) from "
         f"{counts['events_kept']} of {counts['events_read']} events, {counts['users']} users "
-        f"in {sum(built.timings.values()):.1f}s -> {out_dir}"
+        f"in {sum(timings.values()):.1f}s -> {out_dir}"
     )
 
 
@@ -363,7 +373,7 @@ def build(
 @cluster_options
 @es_options(optional=True)
 @click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
-@click.option("--layout", type=_choice(Layout), default=_INDEX.layout, help=_doc(IndexConfig, "layout"))
+@click.option("--layout", type=_choice(Layout), default=None, help=_doc(IndexConfig, "layout") + " [default: the live generation's]")
 @click.pass_context
 def update(
     ctx: click.Context,
@@ -374,7 +384,7 @@ def update(
     es: EsSettings | None,
     alias: str,
     keep: int,
-    layout: Layout,
+    layout: Layout | None,
 ) -> None:
     """Bring the build in --build up to date with the new EVENTS (CSV/Parquet paths, globs or
     URLs), exactly as a full build over all its events would be; with --es-url, index it too."""
@@ -392,16 +402,14 @@ def update(
     with run.session(ctx.obj["debug"], input_bytes=state_bytes + sum(file.size for file in files)):
         updated = update_build(events, out_dir, on_bad_rows=on_bad_rows, show_progress=run.progress)
         if es is not None:
-            from .index import write_index
+            from .es import connect_es
+            from .index import live_layout
 
-            indexed = write_index(out_dir, es, IndexConfig(alias=alias, keep=keep, layout=layout), show_progress=run.progress)
-            click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {alias!r}", err=True)
-    counts = updated.counts
-    click.echo(
-        f"{counts.get('users_changed', 0)} users changed; {counts['items']} items "
-        f"({counts['items_with_indicators']} with indicators) from {counts['events_kept']} kept of "
-        f"{counts['events_read']} events in {sum(updated.timings.values()):.1f}s -> {out_dir}"
-    )
+            if layout is None:
+                with connect_es(es) as client:
+                    layout = live_layout(client, alias) or _INDEX.layout
+            _index_build(out_dir, es, IndexConfig(alias=alias, keep=keep, layout=layout), run.progress)
+    _echo_summary(updated.counts, updated.timings, out_dir)
 
 
 @cli.command()

@@ -45,6 +45,7 @@ from .schema import (
     Layout,
     generation_meta,
     indicator_fields,
+    layout_of,
     scores_field,
     search_field,
     search_token,
@@ -65,6 +66,7 @@ __all__ = [
     "write_privileges",
     "missing_privileges",
     "check_write_privileges",
+    "live_layout",
     "write_index",
 ]
 
@@ -525,6 +527,17 @@ def _check_alias_name_is_free(client: Elasticsearch, alias: str) -> None:
         raise IndexingError(
             f"{alias!r} is a concrete index, not an alias; delete or rename it, or choose another --index."
         )
+
+
+def live_layout(client: Elasticsearch, alias: str) -> Layout | None:
+    """The layout of the generation behind ``alias`` (``None`` when the alias does not exist):
+    an update reindexes in the layout its build was indexed in unless told otherwise."""
+    try:
+        mappings = client.indices.get_mapping(index=alias)
+    except NotFoundError:
+        return None
+    body = next(iter(mappings.values()))
+    return layout_of(body["mappings"].get("_meta", {}))
 
 
 def _alias_targets(client: Elasticsearch, alias: str) -> list[str]:

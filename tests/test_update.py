@@ -25,6 +25,7 @@ from daskrec import BuildConfig, IndicatorConfig, IngestConfig, InputError, gene
 from daskrec import output as output_module
 from daskrec import pipeline
 from daskrec.es import EsSettings
+from daskrec.index import live_layout
 from daskrec.pipeline import update_build, write_build
 from daskrec.synth import SynthConfig
 
@@ -202,7 +203,7 @@ def test_command_line_update_reindexes(tmp_path: Path, log_rows: pd.DataFrame, e
         return subprocess.run([sys.executable, "-m", "daskrec", *args, "--es-url", es_settings.url, "--index", alias, "--no-progress"],
                               capture_output=True, text=True, timeout=300)
 
-    built = daskrec("build", batches[0], "--event", "all", "--out", str(tmp_path / "out"))
+    built = daskrec("build", batches[0], "--event", "all", "--layout", "keyword", "--out", str(tmp_path / "out"))
     assert built.returncode == 0, built.stderr
     updated = daskrec("update", batches[1], "--build", str(tmp_path / "out"))
     assert updated.returncode == 0, updated.stderr
@@ -211,6 +212,7 @@ def test_command_line_update_reindexes(tmp_path: Path, log_rows: pd.DataFrame, e
     with Elasticsearch(**es_settings.client_options()) as client:
         client.indices.refresh(index=alias)
         assert client.count(index=alias)["count"] == table.num_rows
+        assert live_layout(client, alias) == "keyword"  # as the build was indexed
         first = table.slice(0, 1).to_pylist()[0]
         hit = client.search(index=alias, query={"ids": {"values": [str(first["item"])]}})["hits"]["hits"][0]["_source"]
     assert str(first["indicators"][0]) in json.dumps(hit)
