@@ -429,6 +429,7 @@ def build_parts(
 
 
 def _check_some_kept(counts: dict[str, int], config: BuildConfig, files: list[EventFile]) -> None:
+    """Raise :class:`InputError` when no row of the selected types was kept."""
     if counts["events_kept"] == 0:
         wanted = "any type" if config.ingest.event_types is None else ", ".join(config.ingest.event_types)
         raise InputError(
