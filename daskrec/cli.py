@@ -388,18 +388,14 @@ def update(
 ) -> None:
     """Bring the build in --build up to date with the new EVENTS (CSV/Parquet paths, globs or
     URLs), exactly as a full build over all its events would be; with --es-url, index it too."""
-    import fsspec
-
     from .ingest import expand_inputs
-    from .pipeline import update_build
+    from .pipeline import state_bytes, update_build
 
     files = expand_inputs(events)  # fail on a bad path or header before starting any cluster
     if es is not None:
         _check_loading(es, alias)
     # An update computes the indicators of every kept row again: size the run by those too.
-    fs, root = fsspec.core.url_to_fs(out_dir)
-    state_bytes = fs.du(f"{root}/state") if fs.exists(f"{root}/state") else 0
-    with run.session(ctx.obj["debug"], input_bytes=state_bytes + sum(file.size for file in files)):
+    with run.session(ctx.obj["debug"], input_bytes=state_bytes(out_dir) + sum(file.size for file in files)):
         updated = update_build(events, out_dir, on_bad_rows=on_bad_rows, show_progress=run.progress)
         if es is not None:
             from .es import connect_es

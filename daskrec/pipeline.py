@@ -70,6 +70,7 @@ __all__ = [
     "build_manifest",
     "build_parts",
     "indicator_table",
+    "state_bytes",
     "update_build",
     "write_build",
 ]
@@ -235,6 +236,13 @@ folder with another (or none) must be built again once."""
 _STATE = "state"
 
 
+def state_bytes(out_dir: str) -> int:
+    """Bytes of the state a build folder keeps for :func:`update_build` (0 without one): an
+    update computes the indicators of all of it again."""
+    fs, root = fsspec.core.url_to_fs(out_dir)
+    return int(fs.du(f"{root}/{_STATE}")) if fs.exists(f"{root}/{_STATE}") else 0
+
+
 def _commit(out_dir: str, folder: str, parts: list[str], report: BuildReport, manifest: Callable[[], dict[str, Any]]) -> None:
     """Make a build (or update) in ``folder`` live in ``out_dir``: its kept rows and trending
     pairs become a new state generation there, its slices the table, and the manifest, written
@@ -319,9 +327,8 @@ def update_build(
         with _stage("ingest", timings):
             recent, batch = _updated_rows(files, config, out_dir, state, folder, show_progress)
         _check_some_kept(recent.counts, config, files)
-        for name, value in manifest["counts"].items():
-            if name == "partitions" or name.startswith("events_") and name != "events_kept" or name.startswith("skipped_bad_"):
-                recent.counts[name] += value
+        for name in ("events_read", "events_skipped", *(f"skipped_bad_{c}" for c in BAD_ROW_CAUSES), "partitions"):
+            recent.counts[name] += manifest["counts"][name]  # what was read, over every batch so far
         new_state = {**state, "newest_primary_ms": recent.newest}
         report, parts = _indicator_stages(recent, config, folder, timings, new_state, show_progress)
         report.counts["users_changed"] = batch["users_changed"]
@@ -358,7 +365,8 @@ def _updated_rows(
     routed = [f"{folder}/routed/part-{p:06d}.arrow" for p in range(len(parts))]
     stats = [delayed(_route_by_visitor)(part, n_buckets, url) for part, url in zip(parts, routed)]
     after_routing = delayed(_after)(stats, routed)
-    newest = delayed(_newest)([*stats, {"newest_primary": int(state["newest_primary_ms"])}])
+    before_batch = {"newest_primary": int(state["newest_primary_ms"])}
+    newest = delayed(_newest)([*stats, before_batch])
     earlier = zip(*_bucket_files(f"{out_dir.rstrip('/')}/{state['path']}", n_buckets))
     kept, windows = _bucket_files(folder, n_buckets)
     buckets = [
@@ -374,7 +382,7 @@ def _updated_rows(
             path=", ".join(f.url for f in files),
             column=found.column,
         ) from None
-    newest_read = max(_newest(stats), int(state["newest_primary_ms"]))
+    newest_read = _newest([*stats, before_batch])
     counts = {
         **_read_counts(stats),
         "events_kept": sum(b[0] for b in buckets),
@@ -395,7 +403,7 @@ def _updated_bucket(
     new_rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
     earlier_rows = scratch.read_frame(earlier_kept).drop(columns="user")
     rows = pd.concat([earlier_rows, new_rows[earlier_rows.columns]], ignore_index=True)
-    kept = _keep_bucket(rows, scratch.read_frame(earlier_window), config, newest, url, window)
+    kept = _keep_bucket(rows, len(earlier_rows), scratch.read_frame(earlier_window), config, newest, url, window)
     return kept, int(new_rows["visitorid"].nunique())
 
 
@@ -666,21 +674,23 @@ def _recent_bucket(routed: list[str], bucket: int, config: IngestConfig, newest:
     """Keep the recent rows and trending pairs of a bucket's visitors, gathered from every
     partition (see :func:`_keep_bucket`); what it kept."""
     rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
-    return _keep_bucket(rows, _NO_PAIRS, config, newest, url, window)
+    return _keep_bucket(rows, 0, _NO_PAIRS, config, newest, url, window)
 
 
 _NO_PAIRS = pd.DataFrame({"visitorid": [], "itemid": [], "timestamp": np.array([], dtype=np.int64)})
 
 
 def _keep_bucket(
-    rows: pd.DataFrame, earlier_pairs: pd.DataFrame, config: IngestConfig, newest: int, url: str, window: str
+    rows: pd.DataFrame, first_unseen: int, earlier_pairs: pd.DataFrame, config: IngestConfig, newest: int, url: str, window: str
 ) -> int:
     """Write to ``url`` the recent rows of the visitors of ``rows`` (all their rows, in input
     order), and to ``window`` their distinct (visitor, item) primary pairs at or after the
-    trending window's start, each with its latest timestamp, merged with ``earlier_pairs`` (a
-    window file of the rows before these); return the rows kept."""
+    trending window's start, each with its latest timestamp: those of ``earlier_pairs`` (a window
+    file of earlier rows, which already counts ``rows[:first_unseen]``) and of the rows after
+    them; return the rows kept."""
     since = _trending_since(newest, config.trending_days)
-    in_window = rows[(rows["matrix"].to_numpy() == 0) & (rows["timestamp"].to_numpy() >= since)]
+    unseen = rows.iloc[first_unseen:]
+    in_window = unseen[(unseen["matrix"].to_numpy() == 0) & (unseen["timestamp"].to_numpy() >= since)]
     pairs = in_window[["visitorid", "itemid", "timestamp"]]
     if len(earlier_pairs):
         pairs = pd.concat([earlier_pairs[earlier_pairs["timestamp"].to_numpy() >= since], pairs], ignore_index=True)
