@@ -40,9 +40,13 @@ bench: venv
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode all --json bench/results/build-10M-all.json
 	$(BIN)/python bench/bench_build.py --events 10000000 --mode transaction --json bench/results/build-10M-transaction.json
 
-## bench-kernel: the indicators stage alone, per-block kernel vs each pair once, same matrix (README, "Benchmarks")
+## bench-kernel: the indicators stage alone, per-block kernel vs each pair once, same matrix, and both
+## kernels of commit KERNEL_BEFORE (a worktree under bench/data) in the same rounds (README, "Benchmarks")
+KERNEL_BEFORE ?= b95b0c8
 bench-kernel: venv
-	$(BIN)/python bench/bench_kernel.py --events 10000000 --mode all --rounds 3 --json bench/results/kernel-10M-all.json
+	git worktree add --force --detach bench/data/before-$(KERNEL_BEFORE) $(KERNEL_BEFORE) 2>/dev/null || test -d bench/data/before-$(KERNEL_BEFORE)
+	$(BIN)/python bench/bench_kernel.py --events 10000000 --mode all --rounds 3 \
+		--reference bench/data/before-$(KERNEL_BEFORE) --json bench/results/kernel-10M-all.json
 
 ## bench-shuffle: daskrec's routing of rows by visitor against Dask's shuffle, without and with a
 ## worker memory limit (README, "How it is computed")

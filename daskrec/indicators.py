@@ -20,9 +20,10 @@ below ``min_score``) is never an indicator.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numba
 import numpy as np
@@ -128,6 +129,20 @@ def _ragged(counts: np.ndarray, item_codes: np.ndarray, scores: np.ndarray, top_
 
 
 _jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+_Function = TypeVar("_Function", bound=Callable[..., object])
+
+
+class _Decorator(Protocol):
+    """A decorator that gives back a function of the same type."""
+
+    def __call__(self, function: _Function, /) -> _Function: ...
+
+
+# _nrt is numba's own (private) switch of reference counting, absent from its type stubs.
+_no_counts: _Decorator = numba.njit(nogil=True, cache=True, error_model="numpy", _nrt=False)  # type: ignore[call-overload]
+"""For the heap's steps, which allocate nothing: with numba's reference counting on, every array
+passed to a compiled call is counted (an atomic increment and decrement each), which, offer by
+offer, cost a fifth of the pair kernel's time."""
 
 
 @_jit
@@ -136,53 +151,57 @@ def _worse(score_a: float, item_a: int, score_b: float, item_b: int) -> bool:
     return score_a < score_b or (score_a == score_b and item_a > item_b)
 
 
-@_jit
-def _sift_down(heap_score: np.ndarray, heap_item: np.ndarray, size: int, node: int) -> None:
-    """Restore the heap (worst candidate at the root) below ``node``."""
+# A heap is row ``row`` of a 2-D score array and of a 2-D item array, passed whole with the row's
+# index: a row view made per offer is reference-counted like an argument (see _no_counts).
+
+
+@_no_counts
+def _sift_down(heap_score: np.ndarray, heap_item: np.ndarray, row: int, size: int, node: int) -> None:
+    """Restore heap ``row`` (worst candidate at the root) below ``node``."""
     while True:
         worst = node
         for child in (2 * node + 1, 2 * node + 2):
-            if child < size and _worse(heap_score[child], heap_item[child], heap_score[worst], heap_item[worst]):
+            if child < size and _worse(heap_score[row, child], heap_item[row, child], heap_score[row, worst], heap_item[row, worst]):
                 worst = child
         if worst == node:
             return
-        heap_score[node], heap_score[worst] = heap_score[worst], heap_score[node]
-        heap_item[node], heap_item[worst] = heap_item[worst], heap_item[node]
+        heap_score[row, node], heap_score[row, worst] = heap_score[row, worst], heap_score[row, node]
+        heap_item[row, node], heap_item[row, worst] = heap_item[row, worst], heap_item[row, node]
         node = worst
 
 
-@_jit
-def _offer(heap_score: np.ndarray, heap_item: np.ndarray, size: int, top_k: int, score: float, item: int) -> int:
-    """Offer a candidate to a heap of at most ``top_k`` (worst kept at the root); return its new size."""
+@_no_counts
+def _offer(heap_score: np.ndarray, heap_item: np.ndarray, row: int, size: int, top_k: int, score: float, item: int) -> int:  # noqa: PLR0913
+    """Offer a candidate to heap ``row`` of at most ``top_k`` (worst kept at the root); return its new size."""
     if size < top_k:
         node = size
-        heap_score[node] = score
-        heap_item[node] = item
+        heap_score[row, node] = score
+        heap_item[row, node] = item
         while node > 0:
             parent = (node - 1) // 2
-            if not _worse(heap_score[node], heap_item[node], heap_score[parent], heap_item[parent]):
+            if not _worse(heap_score[row, node], heap_item[row, node], heap_score[row, parent], heap_item[row, parent]):
                 break
-            heap_score[node], heap_score[parent] = heap_score[parent], heap_score[node]
-            heap_item[node], heap_item[parent] = heap_item[parent], heap_item[node]
+            heap_score[row, node], heap_score[row, parent] = heap_score[row, parent], heap_score[row, node]
+            heap_item[row, node], heap_item[row, parent] = heap_item[row, parent], heap_item[row, node]
             node = parent
         return size + 1
-    if _worse(heap_score[0], heap_item[0], score, item):
-        heap_score[0] = score
-        heap_item[0] = item
-        _sift_down(heap_score, heap_item, size, 0)
+    if _worse(heap_score[row, 0], heap_item[row, 0], score, item):
+        heap_score[row, 0] = score
+        heap_item[row, 0] = item
+        _sift_down(heap_score, heap_item, row, size, 0)
     return size
 
 
 @_jit
-def _drain(heap_score: np.ndarray, heap_item: np.ndarray, size: int, out_scores: np.ndarray, out_items: np.ndarray, base: int) -> None:
-    """Empty a heap into ``out[base : base + size]``, best first (the worst is popped first, into
-    the last slot)."""
+def _drain(heap_score: np.ndarray, heap_item: np.ndarray, row: int, size: int, out_scores: np.ndarray, out_items: np.ndarray, base: int) -> None:  # noqa: PLR0913
+    """Empty heap ``row`` into ``out[base : base + size]``, best first (the worst is popped first,
+    into the last slot)."""
     for slot in range(size - 1, -1, -1):
-        out_scores[base + slot] = heap_score[0]
-        out_items[base + slot] = heap_item[0]
-        heap_score[0] = heap_score[slot]
-        heap_item[0] = heap_item[slot]
-        _sift_down(heap_score, heap_item, slot, 0)
+        out_scores[base + slot] = heap_score[row, 0]
+        out_items[base + slot] = heap_item[row, 0]
+        heap_score[row, 0] = heap_score[row, slot]
+        heap_item[row, 0] = heap_item[row, slot]
+        _sift_down(heap_score, heap_item, row, slot, 0)
 
 
 @_jit
@@ -275,27 +294,39 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
             score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
             if not (score > 0.0 and score >= min_score):
                 continue
-            sizes[f] = _offer(heap_score[f], heap_item[f], sizes[f], top_k, score, j)
+            sizes[f] = _offer(heap_score, heap_item, f, sizes[f], top_k, score, j)
         base = (i - start) * top_k
         for f in range(n_fields):
             counts[f, i - start] = sizes[f]
-            _drain(heap_score[f], heap_item[f], sizes[f], out_scores[f], out_items[f], base)
+            _drain(heap_score, heap_item, f, sizes[f], out_scores[f], out_items[f], base)
     return counts, out_items, out_scores, nonzeros
 
 
 # ------------------------------------------------------------------ every item at once, by pairs
 
 
+_PENDING_ROWS = 128
+"""Heap rows per block of pending candidates: a block's heaps (~1.2 KB a row at top 100) fit in a core's L2."""
+_PENDING_SLOTS = 512
+"""Candidates a block holds before they are offered to its heaps."""
+_XLOGX_TABLE = 1 << 20
+"""Largest count whose xLogX the pair kernel reads from a table (the tables take 24 MB at most)."""
+
+
 def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int, slice_rows: int) -> int:
     """Memory :func:`all_indicators` holds beyond the occurrence matrix, at most: every thread's
-    resident primary heaps (``top_k`` slots of a score and an int32 code, then a size and a
-    threshold per row, from the thread's first row on) and accumulator, a nonzero count per row, every row's
-    cross-occurrence output, and one slice's output (``slice_rows`` rows, every field). A
-    thread's user cursors (8 bytes a user) are left to the matrix's own estimate."""
-    heaps = threads * n_items * (top_k * (8 + 4) + 16) + n_items * 8
-    accumulators = threads * n_fields * n_items * 16
+    resident primary heaps (``top_k`` slots of a score and an int32 code, then a size per row,
+    from the thread's first row on), its record of each such row (margin, entropy, threshold: 32
+    bytes), its pending candidates (:data:`_PENDING_SLOTS` of 16 bytes per :data:`_PENDING_ROWS`
+    rows) and its accumulator with the gathered copy of a row's nonzeros (48 bytes a column); a
+    nonzero count per row, every row's cross-occurrence output, and one slice's output
+    (``slice_rows`` rows, every field), and the logarithm tables. A thread's user cursors (8 bytes
+    a user) are left to the matrix's own estimate."""
+    heaps = threads * n_items * (top_k * (8 + 4) + 8 + 32) + n_items * 8
+    pending = threads * (n_items // _PENDING_ROWS + 1) * _PENDING_SLOTS * 16
+    accumulators = threads * n_fields * n_items * 48
     row_output = top_k * (8 + 8) + 8
-    return heaps + accumulators + (n_fields - 1) * n_items * row_output + n_fields * slice_rows * (row_output + 8)
+    return 24 * _XLOGX_TABLE + heaps + pending + accumulators + (n_fields - 1) * n_items * row_output + n_fields * slice_rows * (row_output + 8)
 
 
 def all_indicators(
@@ -319,7 +350,11 @@ def all_indicators(
     consecutive range of ``slices`` (default: all items in one), each made only when asked for,
     so that only one slice's output is held at a time. A block's ``cooccurrence_nonzeros`` counts
     each primary pair twice in the block of its lower item (the sum over blocks is the matrix's).
-    The memory this takes is :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's column, with each user's
+    Where the time went, and what the kernel does about it (measured with ``perf`` at 10M events):
+    a row's nonzeros' other rows are gathered before they are scored, so their cache misses
+    overlap; the logarithms of most counts are read from tables; and the candidates for later
+    rows wait in blocks of :data:`_PENDING_ROWS` rows, offered to those rows' heaps together
+    while they are in cache. The memory this takes is :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's column, with each user's
     items in ascending order.
 
     Raises
@@ -338,6 +373,7 @@ def all_indicators(
                                                            by_item.indptr, by_item.indices, by_item.data))
     totals = margins.totals.astype(np.int64)
     work = _pair_work(matrix[0], matrix[1], n_items)
+    xlogx_tables = _xlogx_tables(int(margins.row_sum[:n_items].max(initial=0)), int(totals[0]))
     bounds = np.searchsorted(np.cumsum(work), np.arange(1, threads) * (work.sum() / threads), side="right")
     starts = np.r_[0, bounds].astype(np.int64)
     stops = np.r_[bounds, n_items].astype(np.int64)
@@ -346,7 +382,6 @@ def all_indicators(
         score=np.empty((heap_first[-1], top_k), dtype=np.float64),
         item=np.empty((heap_first[-1], top_k), dtype=np.int32),
         size=np.zeros(heap_first[-1], dtype=np.int64),
-        threshold=np.full(heap_first[-1], -np.inf),
     )
     row_nonzeros = np.zeros(n_items, dtype=np.int64)
     cross = n_fields - 1  # cross rows are final as soon as their row is done: kept for every row
@@ -357,8 +392,8 @@ def all_indicators(
     def run(t: int) -> None:
         rows = slice(heap_first[t], heap_first[t + 1])
         _pair_rows(
-            matrix, (margins.row_sum, margins.column_sum, totals), n_items, int(starts[t]), int(stops[t]), top_k,
-            float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows], heaps.threshold[rows]), row_nonzeros,
+            matrix, (margins.row_sum, margins.column_sum, totals), xlogx_tables, n_items, int(starts[t]), int(stops[t]), top_k,
+            float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows]), row_nonzeros,
             cross_counts, cross_items, cross_scores,
         )
 
@@ -386,13 +421,36 @@ def all_indicators(
 
 @dataclass(frozen=True)
 class _Heaps:
-    """The pair kernel's resident heaps: per heap row, ``top_k`` slots of score and item code, the
-    size, and the worst kept score once full (``-inf`` before)."""
+    """The pair kernel's resident heaps: per heap row, ``top_k`` slots of score and item code, and
+    the size."""
 
     score: np.ndarray
     item: np.ndarray
     size: np.ndarray
-    threshold: np.ndarray
+
+
+@_jit
+def _xlogx_tables(largest_margin: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """xLogX of the counts a primary pair's table holds most often, so that scoring a pair reads
+    its logarithms rather than taking them (the same function, so the same bits): of ``0..m`` for
+    k11, k12 and k21, and of ``total - s`` for k22 by ``s = k11 + k12 + k21`` in ``0..2m``, with
+    ``m`` the largest item margin but at most :data:`_XLOGX_TABLE`."""
+    m = min(largest_margin, _XLOGX_TABLE)
+    xlogx_count = np.empty(m + 1, dtype=np.float64)
+    for k in range(m + 1):
+        xlogx_count[k] = xlogx(float(k))
+    xlogx_rest = np.empty(2 * m + 1, dtype=np.float64)
+    for k in range(2 * m + 1):
+        xlogx_rest[k] = xlogx(float(total - k))
+    return xlogx_count, xlogx_rest
+
+
+@_no_counts
+def _xlogx_read(table: np.ndarray, index: int, value: int) -> float:
+    """xLogX of ``value``: ``table[index]`` when the table holds it (see :func:`_xlogx_tables`)."""
+    if index < len(table):
+        return float(table[index])
+    return xlogx(float(value))
 
 
 @_jit
@@ -414,6 +472,7 @@ def _pair_work(user_indptr: np.ndarray, user_items: np.ndarray, n_items: int) ->
 def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     matrix: tuple[np.ndarray, ...],
     margins: tuple[np.ndarray, ...],
+    xlogx_tables: tuple[np.ndarray, np.ndarray],
     n_items: int,
     start: int,
     stop: int,
@@ -432,38 +491,62 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     counted twice in its lower row: a random write per pair to count it in both rows cost ~20%."""
     user_indptr, user_items, user_counts, item_indptr, item_users, item_counts = matrix
     row_sum, column_sum, totals = margins
-    heap_score, heap_item, heap_size, threshold = heaps
+    heap_score, heap_item, heap_size = heaps
+    xlogx_count, xlogx_rest = xlogx_tables
     n_fields = len(totals)
     n_columns = len(item_indptr) - 1
     n_users = len(user_indptr) - 1
     cooc_row = np.zeros(n_columns, dtype=np.int64)
     touched = np.empty(n_columns, dtype=np.int64)
-    cursor = np.full(n_users, -1, dtype=np.int64)
+    cursor = np.full(n_users, -1, dtype=np.int64)  # a user's entry of the current row (-1: not met yet)
+    most_users = 0
+    for c in range(n_items):
+        most_users = max(most_users, item_indptr[c + 1] - item_indptr[c])
+    span = np.empty((most_users, 2), dtype=np.int64)  # a row's users' entries after it: [first, stop)
     xlogx_total, xlogx_column, xlogx_column_rest = _margin_logs(column_sum, totals, n_items)
-    # A primary item's row entropy, which is also its column entropy (the table is symmetric),
-    # in the order llr_from_margins computes it.
-    entropy = xlogx_total[0] - xlogx_column[:n_items] - xlogx_column_rest[:n_items]
+    # What scoring a pair reads of its other row, side by side so that the random read of a row
+    # costs one cache miss, not three (measured: those misses were half the kernel's time). For
+    # resident row r (item start + r): its margin, its entropy (row and column alike, the table
+    # being symmetric, in the order llr_from_margins computes it), and the worst score its heap
+    # keeps once full (-inf before); a fourth slot unused, so that no record straddles two lines.
+    resident = np.empty((n_items - start, 4), dtype=np.float64)
+    margin, entropy, threshold = resident[:, 0], resident[:, 1], resident[:, 2]
+    margin[:] = row_sum[start:n_items]
+    entropy[:] = xlogx_total[0] - xlogx_column[start:n_items] - xlogx_column_rest[start:n_items]
+    threshold[:] = -np.inf
+    pair_count = np.empty(n_columns, dtype=np.int64)
+    other = np.empty((n_columns, 3), dtype=np.float64)
     xlogx_row = np.empty(n_fields, dtype=np.float64)
     xlogx_row_rest = np.empty(n_fields, dtype=np.float64)
     cross_score = np.empty((n_fields, top_k), dtype=np.float64)
     cross_item = np.empty((n_fields, top_k), dtype=np.int64)
     cross_size = np.zeros(n_fields, dtype=np.int64)
+    n_blocks = (n_items - start + _PENDING_ROWS - 1) // _PENDING_ROWS
+    pending_score = np.empty((n_blocks, _PENDING_SLOTS), dtype=np.float64)
+    pending_item = np.empty((n_blocks, _PENDING_SLOTS), dtype=np.int32)
+    pending_row = np.empty((n_blocks, _PENDING_SLOTS), dtype=np.int32)
+    pending_size = np.zeros(n_blocks, dtype=np.int64)
     for i in range(start, stop):
         # Row i's share of occᵀ·occ: over the users u of item i, occ[u, i]·occ[u, j] for the
         # entries j after i in u's sorted row. A user's rows come in ascending order here, so its
         # cursor moves one entry per row; the first time, it is found by bisection.
-        n_touched = 0
-        for p in range(item_indptr[i], item_indptr[i + 1]):
+        # Each user's entries are found first, then accumulated: the random reads of the
+        # cursors, independent of each other, are then in flight together.
+        first_p = item_indptr[i]
+        for p in range(first_p, item_indptr[i + 1]):
             user = item_users[p]
-            weight = item_counts[p]
             position = cursor[user]
             if position < 0:
-                first = user_indptr[user]
-                position = first + np.searchsorted(user_items[first:user_indptr[user + 1]], i)
+                position = _first_at_least(user_items, user_indptr[user], user_indptr[user + 1], i)
             else:
                 position += 1
             cursor[user] = position
-            for q in range(position + 1, user_indptr[user + 1]):
+            span[p - first_p, 0] = position + 1
+            span[p - first_p, 1] = user_indptr[user + 1]
+        n_touched = 0
+        for p in range(first_p, item_indptr[i + 1]):
+            weight = item_counts[p]
+            for q in range(span[p - first_p, 0], span[p - first_p, 1]):
                 j = user_items[q]
                 if cooc_row[j] == 0:
                     touched[n_touched] = j
@@ -475,14 +558,25 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             xlogx_row_rest[f] = xlogx(float(totals[f] - row_sum[f * n_items + i]))
         cross_size[:] = 0
         primary = 0
+        # Gather, then score: a loop of independent random reads keeps many cache misses in
+        # flight, where the scoring loop waited for each in turn (they were half its time). The
+        # other row's threshold may rise meanwhile; a stale one lets more candidates through, to
+        # be tested again when offered.
         for t in range(n_touched):
             j = touched[t]
-            k11 = cooc_row[j]
+            pair_count[t] = cooc_row[j]
             cooc_row[j] = 0
+            if j < n_items:
+                r = j - start
+                other[t, 0], other[t, 1], other[t, 2] = resident[r, 0], resident[r, 1], resident[r, 2]
+        for t in range(n_touched):
+            j = touched[t]
+            k11 = pair_count[t]
             if j < n_items:
                 primary += 1
                 k12 = row_i - k11
-                k21 = row_sum[j] - k11
+                r = j - start
+                k21 = int(other[t, 0]) - k11
                 k22 = totals[0] - k11 - k12 - k21
                 # Each orientation's sign test first (llr.negated, as signed_root applies it): a
                 # negated root never passes the score test, so a pair that neither row keeps
@@ -491,15 +585,25 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                 keep_j = not negated(float(k11), float(k21), float(k12), float(k22))
                 if not (keep_i or keep_j):
                     continue
-                log11, log12, log21, log22 = xlogx(float(k11)), xlogx(float(k12)), xlogx(float(k21)), xlogx(float(k22))
-                both = entropy[i] + entropy[j]
+                log11, log12, log21 = _xlogx_read(xlogx_count, k11, k11), _xlogx_read(xlogx_count, k12, k12), _xlogx_read(xlogx_count, k21, k21)
+                log22 = _xlogx_read(xlogx_rest, k11 + k12 + k21, k22)
+                both = entropy[i - start] + other[t, 1]
                 # as llr_from_margins and signed_root compute them, row i's table then row j's
                 if keep_i:
                     score = math.sqrt(llr_from_entropies(both, xlogx_total[0] - log11 - log12 - log21 - log22))
                     _keep_best(heap_score, heap_item, heap_size, threshold, i - start, top_k, min_score, score, j)
                 if keep_j:
                     score = math.sqrt(llr_from_entropies(both, xlogx_total[0] - log11 - log21 - log12 - log22))
-                    _keep_best(heap_score, heap_item, heap_size, threshold, j - start, top_k, min_score, score, i)
+                    if score > 0.0 and score >= min_score and score >= other[t, 2]:
+                        block = r // _PENDING_ROWS
+                        slot = pending_size[block]
+                        pending_score[block, slot] = score
+                        pending_item[block, slot] = i
+                        pending_row[block, slot] = r
+                        pending_size[block] = slot + 1
+                        if slot + 1 == _PENDING_SLOTS:
+                            _flush(heaps, threshold, top_k, min_score, (pending_score[block], pending_item[block], pending_row[block]), _PENDING_SLOTS)
+                            pending_size[block] = 0
                 continue
             f = j // n_items
             row_f = row_sum[f * n_items + i]
@@ -512,14 +616,38 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             )
             score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
             if score > 0.0 and score >= min_score:
-                cross_size[f] = _offer(cross_score[f], cross_item[f], cross_size[f], top_k, score, j)
+                cross_size[f] = _offer(cross_score, cross_item, f, cross_size[f], top_k, score, j)
         row_nonzeros[i] = n_touched + primary  # a pair counts in this row and in its other's
         for f in range(1, n_fields):
             cross_counts[f - 1, i] = cross_size[f]
-            _drain(cross_score[f], cross_item[f], cross_size[f], cross_scores[f - 1], cross_items[f - 1], i * top_k)
+            _drain(cross_score, cross_item, f, cross_size[f], cross_scores[f - 1], cross_items[f - 1], i * top_k)
+    for block in range(n_blocks):
+        _flush(heaps, threshold, top_k, min_score, (pending_score[block], pending_item[block], pending_row[block]), pending_size[block])
+
+
+@_no_counts
+def _first_at_least(values: np.ndarray, low: int, high: int, target: int) -> int:
+    """The first position in ``values[low:high]`` (ascending) whose value is at least ``target``
+    (``high`` if none)."""
+    while low < high:
+        middle = (low + high) // 2
+        if values[middle] < target:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 @_jit
+def _flush(heaps: tuple[np.ndarray, ...], threshold: np.ndarray, top_k: int, min_score: float, pending: tuple[np.ndarray, ...], size: int) -> None:
+    """Offer a block's pending candidates (``pending``: score, item, heap row) to their heaps."""
+    heap_score, heap_item, heap_size = heaps
+    pending_score, pending_item, pending_row = pending
+    for slot in range(size):
+        _keep_best(heap_score, heap_item, heap_size, threshold, pending_row[slot], top_k, min_score, pending_score[slot], pending_item[slot])
+
+
+@_no_counts
 def _keep_best(  # noqa: PLR0913
     heap_score: np.ndarray,
     heap_item: np.ndarray,
@@ -534,7 +662,7 @@ def _keep_best(  # noqa: PLR0913
     """Offer a candidate to resident row ``r``'s heap, unless it fails the score test or falls
     below the row's worst kept (``threshold[r]``, set once the heap is full)."""
     if score > 0.0 and score >= min_score and score >= threshold[r]:
-        heap_size[r] = _offer(heap_score[r], heap_item[r], heap_size[r], top_k, score, item)
+        heap_size[r] = _offer(heap_score, heap_item, r, heap_size[r], top_k, score, item)
         if heap_size[r] == top_k:
             threshold[r] = heap_score[r, 0]
 
@@ -556,8 +684,8 @@ def _merge_rows(  # noqa: PLR0913
     every thread's heap of the row (threads whose first row is at most it; ``heaps``: score, item,
     size) merged into the best ``top_k``, best first."""
     heap_score, heap_item, heap_size = heaps
-    merged_score = np.empty(top_k, dtype=np.float64)
-    merged_item = np.empty(top_k, dtype=np.int64)
+    merged_score = np.empty((1, top_k), dtype=np.float64)
+    merged_item = np.empty((1, top_k), dtype=np.int64)
     for i in range(start, stop):
         size = 0
         row = i - first_row
@@ -566,6 +694,6 @@ def _merge_rows(  # noqa: PLR0913
                 break
             r = heap_first[t] + i - starts[t]
             for slot in range(heap_size[r]):
-                size = _offer(merged_score, merged_item, size, top_k, heap_score[r, slot], heap_item[r, slot])
+                size = _offer(merged_score, merged_item, 0, size, top_k, heap_score[r, slot], heap_item[r, slot])
         counts[row] = size
-        _drain(merged_score, merged_item, size, out_scores, out_items, row * top_k)
+        _drain(merged_score, merged_item, 0, size, out_scores, out_items, row * top_k)

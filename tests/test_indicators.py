@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from daskrec import cooccurrence as co
-from daskrec.indicators import IndicatorBlock, all_indicators, indicator_block
-from daskrec.llr import root_llr
+from daskrec.indicators import IndicatorBlock, _xlogx_read, _xlogx_tables, all_indicators, indicator_block
+from daskrec.llr import root_llr, xlogx
 
 
 def dense_indicators(occurrences: co.Occurrences, margins: co.Marginals, top_k: int, min_score: float) -> list[list[tuple[int, float]]]:
@@ -105,6 +105,32 @@ def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Gener
     for block, expected in zip(pairs, per_row, strict=True):
         assert _fields_equal(block, expected)
     assert sum(b.cooccurrence_nonzeros for b in pairs) == sum(b.cooccurrence_nonzeros for b in per_row)
+
+
+@pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
+def test_each_pair_once_when_candidates_wait_in_full_blocks(rng: np.random.Generator, llr_table: str) -> None:
+    """Hundreds of items over few users: every block of heap rows gets many times more of its
+    rows' later candidates than it holds pending, so they are offered block by block mid-run."""
+    n_users, n_items = 60, 700
+    users, items = rng.integers(0, n_users, 9000), rng.integers(0, n_items, 9000)
+    occurrences = co.stack_blocks([co.occurrence_block(users, items, n_users, n_items)])
+    if llr_table == "users":
+        occurrences = co.stack_blocks([co.binarise(occurrences.by_user)])
+    margins = co.marginals(occurrences, llr_table)
+    for threads in (1, 2):
+        (block,) = all_indicators(occurrences, margins, 7, 0.0, threads)
+        assert _fields_equal(block, indicator_block(occurrences, margins, 0, n_items, 7, 0.0))
+
+
+def test_the_logarithm_tables_read_as_xlogx_to_the_bit() -> None:
+    """The pair kernel's tables hold xLogX of counts and of the total less a sum, the same bits as
+    taking it; past a table's end the value is taken."""
+    total = 10_007
+    count, rest = _xlogx_tables(40, total)
+    assert len(count) == 41 and len(rest) == 81
+    for k in range(200):
+        assert _xlogx_read(count, k, k) == xlogx(float(k))
+        assert _xlogx_read(rest, k, total - k) == xlogx(float(total - k))
 
 
 def test_each_pair_once_needs_a_symmetric_table() -> None:
