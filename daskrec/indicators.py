@@ -529,9 +529,8 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     for i in range(start, stop):
         # Row i's share of occᵀ·occ: over the users u of item i, occ[u, i]·occ[u, j] for the
         # entries j after i in u's sorted row. A user's rows come in ascending order here, so its
-        # cursor moves one entry per row; the first time, it is found by bisection.
-        # Each user's entries are found first, then accumulated: the random reads of the
-        # cursors, independent of each other, are then in flight together.
+        # cursor moves one entry per row; the first time, it is found by bisection. Every user's
+        # span is found before any is accumulated, so that those random reads are in flight together.
         first_p = item_indptr[i]
         for p in range(first_p, item_indptr[i + 1]):
             user = item_users[p]
@@ -594,7 +593,7 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                     _keep_best(heap_score, heap_item, heap_size, threshold, i - start, top_k, min_score, score, j)
                 if keep_j:
                     score = math.sqrt(llr_from_entropies(both, xlogx_total[0] - log11 - log21 - log12 - log22))
-                    if score > 0.0 and score >= min_score and score >= other[t, 2]:
+                    if _may_enter(score, min_score, other[t, 2]):
                         block = r // _PENDING_ROWS
                         slot = pending_size[block]
                         pending_score[block, slot] = score
@@ -647,6 +646,13 @@ def _flush(heaps: tuple[np.ndarray, ...], threshold: np.ndarray, top_k: int, min
         _keep_best(heap_score, heap_item, heap_size, threshold, pending_row[slot], top_k, min_score, pending_score[slot], pending_item[slot])
 
 
+@_jit
+def _may_enter(score: float, min_score: float, threshold: float) -> bool:
+    """Whether a candidate passes the score test and reaches a row's worst kept (``threshold``,
+    ``-inf`` until its heap is full)."""
+    return score > 0.0 and score >= min_score and score >= threshold
+
+
 @_no_counts
 def _keep_best(  # noqa: PLR0913
     heap_score: np.ndarray,
@@ -661,7 +667,7 @@ def _keep_best(  # noqa: PLR0913
 ) -> None:
     """Offer a candidate to resident row ``r``'s heap, unless it fails the score test or falls
     below the row's worst kept (``threshold[r]``, set once the heap is full)."""
-    if score > 0.0 and score >= min_score and score >= threshold[r]:
+    if _may_enter(score, min_score, threshold[r]):
         heap_size[r] = _offer(heap_score, heap_item, r, heap_size[r], top_k, score, item)
         if heap_size[r] == top_k:
             threshold[r] = heap_score[r, 0]
