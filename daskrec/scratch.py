@@ -77,9 +77,8 @@ def scratch_folder(url: str | None) -> Iterator[str]:
             fs.rm(root, recursive=True)
 
 
-def write_routed(url: str, frame: pd.DataFrame, bounds: np.ndarray) -> None:
-    """Write ``frame`` (rows sorted by bucket) with rows ``bounds[b]:bounds[b+1]`` as batch ``b``."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def write_routed(url: str, table: pa.Table, bounds: np.ndarray) -> None:
+    """Write ``table`` (rows sorted by bucket) with rows ``bounds[b]:bounds[b+1]`` as batch ``b``."""
     chunks = table.combine_chunks().to_batches()
     rows = chunks[0] if chunks else pa.RecordBatch.from_pylist([], schema=table.schema)
     with replacing(url) as f, pa.ipc.new_file(f, table.schema) as writer:

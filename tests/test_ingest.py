@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import SIMPLE_EVENTS, real_dataset
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskrec import BuildConfig, DataWarning, IngestConfig, InputError, build_indicators
-from daskrec.ingest import IdKinds, expand_inputs, keep_recent, read_events
+from daskrec.ingest import IdKinds, expand_inputs, keep_recent, latest_pairs, read_events
 
 
 @pytest.fixture(autouse=True)
@@ -54,24 +54,71 @@ def test_keep_recent_latest_first_and_later_rows_win_ties() -> None:
     assert keep_recent(frame, 1)[lambda k: k.visitorid == 1].itemid.tolist() == [30]  # the later of the two 7s
 
 
+# deadline=None: the first example compiles the numbering and ranking kernels (numba).
+@settings(deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(0, 3)), max_size=60),
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(0, 3), st.integers(0, 1)), max_size=60),
     st.integers(1, 4),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
     st.randoms(use_true_random=False),
 )
-def test_keep_recent_equals_a_direct_sort(rows: list[tuple[int, int, int]], recent: int, shuffle: object) -> None:
-    frame = pd.DataFrame(rows, columns=["visitorid", "itemid", "timestamp"], dtype=np.int64)
+def test_keep_recent_equals_a_direct_sort(
+    rows: list[tuple[int, int, int, int]], recent: int, text_ids: bool, matrices: bool, time_ordered: bool, shuffle: object
+) -> None:
+    frame = pd.DataFrame(rows, columns=["visitorid", "itemid", "timestamp", "matrix"], dtype=np.int64)
+    if time_ordered:  # as most logs are written (a shortcut of the ranking)
+        frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
     frame["position"] = np.arange(len(frame), dtype=np.int64)
+    if text_ids:
+        frame["visitorid"] = "v" + frame["visitorid"].astype(str)
+    if not matrices:
+        frame = frame.drop(columns="matrix")
+    groups = ["visitorid", *(["matrix"] if matrices else [])]
     expected = (
-        frame.sort_values(["visitorid", "timestamp", "position"], ascending=[True, False, False])
-        .groupby("visitorid")
+        frame.sort_values([*groups, "timestamp", "position"], ascending=[True] * len(groups) + [False, False])
+        .groupby(groups)
         .head(recent)
+        .sort_values("position")
     )
     shuffled = frame.sample(frac=1.0, random_state=shuffle.randint(0, 2**31))  # type: ignore[attr-defined]
     kept = keep_recent(shuffled, recent)
-    for visitor, group in expected.groupby("visitorid"):
-        assert kept[kept.visitorid == visitor].itemid.tolist() == group.sort_values("position").itemid.tolist()
-    assert len(kept) == len(expected)
+    assert kept["itemid"].tolist() == expected["itemid"].tolist()
+    assert kept["visitorid"].tolist() == expected["visitorid"].tolist()
+    # Visitors are numbered by their last row, the latest first.
+    last_rows = frame.groupby("visitorid")["position"].max().sort_values(ascending=False)
+    numbers = dict(zip(last_rows.index, range(len(last_rows))))
+    assert kept["user"].tolist() == [numbers[v] for v in kept["visitorid"]]
+
+
+@settings(deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-3, 3), st.integers(0, 4), st.integers(-5, 5)), max_size=80),
+    st.booleans(),
+)
+def test_latest_pairs_equals_a_groupby(rows: list[tuple[int, int, int]], text_ids: bool) -> None:
+    frame = pd.DataFrame(rows, columns=["visitorid", "itemid", "timestamp"], dtype=np.int64)
+    if text_ids:
+        frame["itemid"] = "i" + frame["itemid"].astype(str)
+    expected = frame.groupby(["visitorid", "itemid"], sort=False, as_index=False)["timestamp"].max()
+    pd.testing.assert_frame_equal(latest_pairs(frame), expected, check_dtype=False)
+
+
+def test_latest_pairs_numbers_many_keys_as_a_hash_table_grows() -> None:
+    # 300k rows, ~190k distinct pairs: the table starts at 2**17 slots and doubles twice.
+    rng = np.random.default_rng(7)
+    visitors = rng.integers(-(2**62), 2**62, size=1000)
+    frame = pd.DataFrame(
+        {
+            "visitorid": visitors[rng.integers(0, 1000, size=300_000)],
+            "itemid": rng.integers(0, 300, size=300_000),
+            "timestamp": rng.integers(0, 10**12, size=300_000),
+        }
+    )
+    expected = frame.groupby(["visitorid", "itemid"], sort=False, as_index=False)["timestamp"].max()
+    assert len(expected) > 150_000
+    pd.testing.assert_frame_equal(latest_pairs(frame), expected)
 
 
 def test_integer_and_string_ids(tmp_path: Path) -> None:

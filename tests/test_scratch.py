@@ -18,7 +18,7 @@ from daskrec.output import replacing
 def test_routed_batches_come_back_by_bucket(tmp_path: Path) -> None:
     frame = pd.DataFrame({"visitorid": [5, 5, 7, 9], "itemid": [1, 2, 3, 4], "timestamp": [1, 2, 3, 4]})
     url = str(tmp_path / "routed" / "part-0.arrow")
-    scratch.write_routed(url, frame, np.array([0, 2, 2, 4]))  # bucket 1 is empty
+    scratch.write_routed(url, pa.Table.from_pandas(frame), np.array([0, 2, 2, 4]))  # bucket 1 is empty
     assert scratch.read_routed(url, 0).equals(frame.iloc[:2].reset_index(drop=True))
     assert len(scratch.read_routed(url, 1)) == 0
     assert scratch.read_routed(url, 2).equals(frame.iloc[2:].reset_index(drop=True))
