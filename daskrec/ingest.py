@@ -571,7 +571,7 @@ def _parse_csv(data: bytes, header: tuple[str, ...], id_kinds: IdKinds) -> tuple
     def parse(types: dict[str, pa.DataType]) -> pa.Table:
         bad_rows.clear()
         return pacsv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(data),  # zero-copy, and read without the GIL (a Python file object needs it)
             read_options=pacsv.ReadOptions(column_names=list(header), use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=set_aside),
             convert_options=pacsv.ConvertOptions(
