@@ -403,7 +403,7 @@ def _read_block(
             "matrix": matrix_codes(selected.column("event"), primary, cross),
             "bad_column": bad_column,
         },
-        copy=False,  # pandas 3 would copy the columns into one block: ~10% of a partition's read
+        copy=False,  # pandas 3 would copy the columns into one block: ~35 ms of a 2M-row block's read
     )
     if not bad_rows:
         return frame
@@ -709,7 +709,7 @@ def keep_recent(frame: pd.DataFrame, recent: int) -> pd.DataFrame:
         frame = frame.iloc[np.argsort(position, kind="stable")]
     # Visitors are numbered by their last row, as the reversed rows first meet them.
     keys = _id_keys(frame["visitorid"])
-    user = _numbered(np.ascontiguousarray(keys[::-1]), np.empty(0, dtype=np.int64))[0][::-1]
+    user = np.ascontiguousarray(_numbered(np.ascontiguousarray(keys[::-1]), np.empty(0, dtype=np.int64))[0][::-1])
     # With cross-occurrence types each (visitor, matrix) keeps its own recent rows.
     columns = ["visitorid", "itemid", "timestamp", *(["matrix"] if "matrix" in frame.columns else [])]
     group = user
