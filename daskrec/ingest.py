@@ -624,13 +624,9 @@ def _read_parquet_group(block: _Block, event_types: tuple[str, ...] | None) -> p
     return group.to_table(columns=list(REQUIRED_COLUMNS), filter=pc.field("event").isin(list(event_types)))
 
 
-def _has_line_break(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Which text values hold a line break: a quoted value that ran over lines, never an id or an
-    event type (CSV blocks are cut at line breaks, so such values cannot be read reliably)."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return np.zeros(len(column), dtype=bool)
+def _has_line_break(column: pa.Array) -> np.ndarray:
+    """Which values of a text column hold a line break: a quoted value that ran over lines, never
+    an id (CSV blocks are cut at line breaks, so such values cannot be read reliably)."""
     return np.asarray(pc.fill_null(pc.match_substring(column, "\n"), False), dtype=bool)
 
 
@@ -740,18 +736,19 @@ def latest_pairs(rows: pd.DataFrame) -> pd.DataFrame:
     return pairs
 
 
-def by_visitor_bucket(rows: pa.Table, visitors: pd.Series, n_buckets: int) -> tuple[pa.Table, np.ndarray]:
-    """``rows`` grouped by their visitor's bucket (a hash of the visitor id, ``visitors``, modulo
+def by_visitor_bucket(rows: pa.Table, n_buckets: int) -> tuple[pa.Table, np.ndarray]:
+    """``rows`` grouped by their visitor's bucket (a hash of the ``visitorid`` modulo
     ``n_buckets``), each bucket's rows in their order; and where each bucket's rows start and
     the last ends (``n_buckets + 1`` bounds).
 
     Examples
     --------
     >>> rows = pa.table({"visitorid": [1, 2, 9, 3], "itemid": [10, 20, 90, 30]})
-    >>> grouped, bounds = by_visitor_bucket(rows, rows.column("visitorid").to_pandas(), 2)
+    >>> grouped, bounds = by_visitor_bucket(rows, 2)
     >>> grouped.column("itemid").to_pylist(), bounds.tolist()
     ([20, 30, 10, 90], [0, 2, 4])
     """
+    visitors = rows.column("visitorid").to_pandas()
     hashes = pd.util.hash_pandas_object(visitors, index=False).to_numpy()
     bucket = (hashes % np.uint64(n_buckets)).astype(np.int64)
     destination, bounds = _bucket_destinations(bucket, n_buckets)
@@ -884,26 +881,18 @@ def _most_recent(group: np.ndarray, timestamp: np.ndarray, recent: int) -> np.nd
     timestamp first, the later row winning ties. Only groups with more rows are ranked."""
     n_rows = len(group)
     keep = np.ones(n_rows, dtype=np.bool_)
-    n_groups = group.max() + 1 if n_rows else 0
-    size = np.zeros(n_groups + 1, dtype=np.int64)
-    for row in range(n_rows):
-        size[group[row] + 1] += 1
-    crowded = False
-    for g in range(n_groups):
-        crowded |= size[g + 1] > recent
-        size[g + 1] += size[g]
-    if not crowded:
+    if n_rows == 0:
         return keep
-    # The rows of each group, latest position first (a counting sort, filled from the end).
-    start = size.copy()
-    by_group = np.empty(n_rows, dtype=np.int64)
-    for row in range(n_rows - 1, -1, -1):
-        by_group[start[group[row]]] = row
-        start[group[row]] += 1
-    for g in range(n_groups):
-        if size[g + 1] - size[g] <= recent:
+    destination, bounds = _bucket_destinations(group, group.max() + 1)
+    if np.max(bounds[1:] - bounds[:-1]) <= recent:
+        return keep
+    by_group = np.empty(n_rows, dtype=np.int64)  # each group's rows, in position order
+    for row in range(n_rows):
+        by_group[destination[row]] = row
+    for g in range(len(bounds) - 1):
+        if bounds[g + 1] - bounds[g] <= recent:
             continue
-        rows = by_group[size[g] : size[g + 1]]
+        rows = by_group[bounds[g] : bounds[g + 1]][::-1]  # latest position first
         in_time_order = True
         for r in range(1, len(rows)):
             in_time_order &= timestamp[rows[r]] <= timestamp[rows[r - 1]]

@@ -645,14 +645,12 @@ def _route_by_visitor(frame: pd.DataFrame, n_buckets: int, url: str) -> dict[str
         stats[f"skipped_bad_{cause}"] = int(np.count_nonzero(bad == code))
     # Positions are not written: a bucket reads its batches in partition order, and a batch keeps
     # its partition's row order, so a bucket's rows arrive in input order.
-    good = bad == 0
     table = pa.Table.from_pandas(frame[list(_ROUTED)], preserve_index=False)
     if stats["events_skipped"]:
-        table = table.filter(good)
+        table = table.filter(bad == 0)
     primary_times = table.column("timestamp").to_numpy()[table.column("matrix").to_numpy() == 0]
     stats["newest_primary"] = int(primary_times.max()) if len(primary_times) else _NO_TIME
-    visitors = frame["visitorid"] if not stats["events_skipped"] else frame["visitorid"][good]
-    scratch.write_routed(url, *by_visitor_bucket(table, visitors, n_buckets))
+    scratch.write_routed(url, *by_visitor_bucket(table, n_buckets))
     return stats
 
 
