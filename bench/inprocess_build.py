@@ -68,8 +68,8 @@ def occurrences_of(path: str, config: BuildConfig, timings: dict[str, float]) ->
         block = co.occurrence_block(users, codes, int(users.max()) + 1, len(vocabulary))
         if config.indicators.llr_table == "users":
             block = co.binarise(block)
-        summary = co.summarise(block, config.indicators.llr_table)
         occurrences = co.stack_blocks([block])
+        summary = co.summarise(occurrences, config.indicators.llr_table)
     return vocabulary, occurrences, summary
 
 

@@ -22,6 +22,7 @@ Counts are int64 throughout: an int8 or int16 occurrence matrix wraps silently i
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -35,6 +36,7 @@ __all__ = [
     "BlockSummary",
     "occurrence_block",
     "stack_blocks",
+    "stack_occurrences",
     "marginals",
     "summarise",
     "combine_summaries",
@@ -121,6 +123,93 @@ def stack_blocks(blocks: list[sp.csr_array]) -> Occurrences:
     by_item.sort_indices()
     by_user.sort_indices()
     return Occurrences(by_user=by_user, by_item=by_item)
+
+
+def stack_occurrences(blocks: Iterable[Occurrences], n_users: int, column_entries: np.ndarray, threads: int = 1) -> Occurrences:
+    """Stack blocks of disjoint users (the same item columns, each in both layouts) into one
+    occurrence matrix, as :func:`stack_blocks` would, holding one block at a time: its rows are
+    copied after the blocks' before it, and each item's users after theirs, on ``threads``
+    threads (ranges of items of equal entries). Building the item layout from the rows instead
+    scatters every entry to its item (~60 ns an entry on this machine, 3.5 s of one thread at
+    50M events), where the blocks' own item layouts were made in parallel, by the tasks that
+    counted them.
+
+    Parameters
+    ----------
+    blocks
+        The blocks, in user order (read one at a time).
+    n_users
+        Their users, together.
+    column_entries
+        Their entries per item column, together.
+    threads
+        Threads that copy the item layouts.
+
+    Examples
+    --------
+    >>> first = stack_blocks([occurrence_block(np.array([0, 0]), np.array([0, 2]), 1, 3)])
+    >>> second = stack_blocks([occurrence_block(np.array([0, 1]), np.array([2, 1]), 2, 3)])
+    >>> stack_occurrences([first, second], 3, np.array([1, 1, 2])).by_item.toarray()
+    array([[1, 0, 1],
+           [0, 0, 1],
+           [0, 1, 0]])
+    """
+    n_items = len(column_entries)
+    item_indptr = np.r_[0, np.cumsum(column_entries)].astype(np.int64)
+    entries = int(item_indptr[-1])
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    indices = np.empty(entries, dtype=np.int64)
+    data = np.empty(entries, dtype=COUNT_DTYPE)
+    item_users = np.empty(entries, dtype=np.int64)
+    item_data = np.empty(entries, dtype=COUNT_DTYPE)
+    filled = item_indptr[:-1].copy()  # where each item's next users go
+    cuts = np.r_[0, np.searchsorted(item_indptr, np.arange(1, threads) * (entries / threads)), n_items].astype(np.int64)
+    first_user = 0
+    with ThreadPoolExecutor(threads) as pool:
+        for block in blocks:
+            by_user, by_item = block.by_user, block.by_item
+            stop_user, at = first_user + block.n_users, int(indptr[first_user])
+            indptr[first_user + 1 : stop_user + 1] = at + by_user.indptr[1:]
+            indices[at : at + by_user.nnz] = by_user.indices
+            data[at : at + by_user.nnz] = by_user.data
+            layout = (by_item.indptr, by_item.indices, by_item.data)
+            copies = [
+                pool.submit(_append_columns, layout, first_user, int(first), int(stop), filled, item_users, item_data)
+                for first, stop in zip(cuts[:-1], cuts[1:])
+            ]
+            for copy in copies:
+                copy.result()
+            first_user = stop_user
+    if first_user != n_users or not np.array_equal(filled, item_indptr[1:]):
+        raise ValueError("the blocks hold other users or entries than n_users and column_entries say")
+    shape = (n_users, n_items)
+    return Occurrences(
+        by_user=sp.csr_array((data, indices, indptr), shape=shape),
+        by_item=sp.csc_array((item_data, item_users, item_indptr), shape=shape),
+    )
+
+
+@numba.njit(nogil=True, cache=True)
+def _append_columns(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
+    layout: tuple[np.ndarray, np.ndarray, np.ndarray],
+    first_user: int,
+    first_item: int,
+    stop_item: int,
+    filled: np.ndarray,
+    out_users: np.ndarray,
+    out_data: np.ndarray,
+) -> None:
+    """Append a block's users (and counts) of items ``[first_item, stop_item)`` (``layout``: its
+    item layout's indptr, block-local users and counts) to each item's in ``out_*``, at
+    ``filled[j]``, shifted by ``first_user``; ``filled`` moves on."""
+    indptr, users, data = layout
+    for j in range(first_item, stop_item):
+        at = filled[j]
+        for q in range(indptr[j], indptr[j + 1]):
+            out_users[at] = users[q] + first_user
+            out_data[at] = data[q]
+            at += 1
+        filled[j] = at
 
 
 def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int) -> Occurrences:
@@ -333,16 +422,15 @@ class BlockSummary:
     """Stored (user, item) entries."""
 
 
-def summarise(block: sp.csr_array, llr_table: str, n_fields: int = 1) -> BlockSummary:
+def summarise(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> BlockSummary:
     """The :class:`BlockSummary` of one block of users (pure); ``work`` covers the primary items."""
-    occurrences = stack_blocks([block])
     n_items = occurrences.n_items // n_fields
     items_per_user = np.diff(occurrences.by_user.indptr).astype(np.float64)
     by_item = occurrences.by_item
     primary = int(by_item.indptr[n_items])
     item_of_entry = np.repeat(np.arange(n_items), np.diff(by_item.indptr[: n_items + 1]))
     work = np.bincount(item_of_entry, weights=items_per_user[by_item.indices[:primary]], minlength=n_items)
-    return BlockSummary(margins=marginals(occurrences, llr_table, n_fields), work=work, entries=int(block.nnz))
+    return BlockSummary(margins=marginals(occurrences, llr_table, n_fields), work=work, entries=int(occurrences.by_user.nnz))
 
 
 def combine_summaries(summaries: list[BlockSummary]) -> BlockSummary:

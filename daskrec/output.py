@@ -18,7 +18,7 @@ import json
 import logging
 import posixpath
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "ROW_GROUP_ROWS",
     "replacing",
     "write_output",
+    "write_slices",
     "read_indicators",
     "read_manifest",
     "indicators_url",
@@ -88,6 +89,8 @@ def write_output(
     out_dir: str,
     table: pa.Table | Sequence[str],
     manifest: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+    *,
+    moved: bool = False,
 ) -> None:
     """Write an indicators table and its manifest into ``out_dir`` (a path or fsspec URL) atomically.
 
@@ -100,17 +103,24 @@ def write_output(
     manifest
         From :func:`daskrec.pipeline.build_manifest`, or a function that returns it once the
         table is in place (so that it can report the time the copy took).
+    moved
+        ``table`` is one URL, of a whole table written by :func:`write_slices` on the same
+        filesystem as ``out_dir``: it is moved into place (renamed) rather than copied.
     """
     complete_pending(out_dir)  # an earlier commit's last renames, so that its files are not left behind
     fs, root = fsspec.core.url_to_fs(out_dir)
     fs.makedirs(root, exist_ok=True)
     table_name = f".{INDICATORS_FILE}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        with fs.open(f"{root}/{table_name}", "wb") as sink:
-            if isinstance(table, pa.Table):
-                pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
-            else:
-                _concatenate(table, sink)
+        if moved:
+            (url,) = table
+            fs.mv(fsspec.core.url_to_fs(url)[1], f"{root}/{table_name}")
+        else:
+            with fs.open(f"{root}/{table_name}", "wb") as sink:
+                if isinstance(table, pa.Table):
+                    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
+                else:
+                    write_slices(sink, (_read_slice(url) for url in table))
         written = manifest() if callable(manifest) else manifest
         with replacing(f"{out_dir.rstrip('/')}/{_PENDING_FILE}", "w") as f:
             json.dump({"table": table_name, "manifest": written}, f, default=str)
@@ -141,16 +151,14 @@ def complete_pending(out_dir: str) -> bool:
     return True
 
 
-def _concatenate(parts: Sequence[str], sink: IO[bytes]) -> None:
-    """Copy the slices into one table in ``sink``, in row groups of :data:`ROW_GROUP_ROWS`,
-    holding one slice at a time."""
+def write_slices(sink: IO[bytes], slices: Iterable[pa.Table]) -> None:
+    """Write consecutive slices of an indicators table into ``sink`` as one table, in row groups
+    of :data:`ROW_GROUP_ROWS` and the output's encoding, holding about one slice at a time."""
     writer: pq.ParquetWriter | None = None
     pending: list[pa.Table] = []
     pending_rows = 0
     try:
-        for url in parts:
-            with fsspec.open(url, "rb") as f:
-                part = pq.read_table(f)
+        for part in slices:
             if writer is None:
                 writer = pq.ParquetWriter(sink, part.schema, **_PARQUET_OPTIONS)
             pending.append(part)
@@ -166,6 +174,12 @@ def _concatenate(parts: Sequence[str], sink: IO[bytes]) -> None:
     finally:
         if writer is not None:
             writer.close()
+
+
+def _read_slice(url: str) -> pa.Table:
+    """A Parquet slice of a table."""
+    with fsspec.open(url, "rb") as f:
+        return pq.read_table(f)
 
 
 def indicators_url(out_dir: str) -> str:

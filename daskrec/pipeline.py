@@ -29,7 +29,7 @@ import posixpath
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 from dask.base import compute
 from dask.delayed import Delayed, delayed
 
@@ -201,8 +202,9 @@ def write_build(
     The build's intermediates go to a scratch folder inside ``out_dir`` (so workers of a remote
     cluster can reach it when ``out_dir`` is shared storage), removed afterwards, except each
     visitor's kept rows and the trending window's pairs: they stay in ``out_dir/state/`` for
-    :func:`update_build`. The table is assembled from the item blocks' slices one at a time, then
-    written as :func:`~daskrec.output.write_output` does: atomically, manifest last.
+    :func:`update_build`. The table is assembled from the item blocks' slices one at a time (or
+    written whole by the one task that computes every item, and renamed into place), then
+    committed as :func:`~daskrec.output.write_output` does: atomically, manifest last.
 
     Parameters
     ----------
@@ -262,7 +264,7 @@ def _commit(out_dir: str, folder: str, parts: list[str], report: BuildReport, ma
         report.timings["output"] = round(time.perf_counter() - started, 3)
         return manifest()
 
-    write_output(out_dir, parts, finished)
+    write_output(out_dir, parts, finished, moved=len(parts) == 1)  # a sole part is the whole table
     for other in fs.ls(f"{root}/{_STATE}", detail=False):
         if posixpath.basename(other.rstrip("/")) != posixpath.basename(generation):
             fs.rm(other, recursive=True)
@@ -376,7 +378,8 @@ def _updated_rows(
         for bucket, (before, url, window) in enumerate(zip(earlier, kept, windows))
     ]
     try:
-        buckets, stats = compute(*materialise((buckets, stats), show_progress))
+        buckets, stats = materialise((buckets, stats), show_progress)
+        sizes, stats = compute([delayed(_first)(b) for b in buckets], stats)
     except StringIdsFound as found:
         raise InputError(
             "holds text ids where the build read integers; a build over all events would read them as text: "
@@ -387,33 +390,35 @@ def _updated_rows(
     newest_read = _newest([*stats, before_batch])
     counts = {
         **_read_counts(stats),
-        "events_kept": sum(b[0] for b in buckets),
+        "events_kept": sum(kept_rows for kept_rows, _ in sizes),
         "partitions": len(parts),
         "trending_since_ms": _trending_since(newest_read, config.ingest.trending_days),
     }
     batch = {"events_read": counts["events_read"], "events_skipped": counts["events_skipped"],
-             "users_changed": sum(b[1] for b in buckets)}
-    return _Recent(kept, windows, counts, newest_read), batch
+             "users_changed": sum(changed for _, changed in sizes)}
+    return _Recent(kept, windows, [delayed(_second)(b) for b in buckets], counts, newest_read), batch
 
 
 def _updated_bucket(
     routed: list[str], bucket: int, config: IngestConfig, newest: int, before: tuple[str, str], url: str, window: str
-) -> tuple[int, int]:
+) -> tuple[tuple[int, int], pd.Index]:
     """A bucket's kept rows and trending pairs (files ``before``) followed by its new rows, kept
-    again (see :func:`_keep_bucket`); the rows kept and the visitors with new rows."""
+    again (see :func:`_keep_bucket`); the rows kept and the visitors with new rows, and the kept
+    rows' distinct items."""
     earlier_kept, earlier_window = before
     new_rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
     earlier_rows = scratch.read_frame(earlier_kept).drop(columns="user")
     rows = pd.concat([earlier_rows, new_rows[earlier_rows.columns]], ignore_index=True)
-    kept = _keep_bucket(rows, len(earlier_rows), scratch.read_frame(earlier_window), config, newest, url, window)
-    return kept, int(new_rows["visitorid"].nunique())
+    kept, items = _keep_bucket(rows, len(earlier_rows), scratch.read_frame(earlier_window), config, newest, url, window)
+    return (kept, int(new_rows["visitorid"].nunique())), items
 
 
 def build_parts(
     inputs: Sequence[str | EventFile], config: BuildConfig, folder: str, *, show_progress: bool = False
 ) -> tuple[BuildReport, list[str]]:
     """Run a build with its intermediates in ``folder``; return its report and the URLs of the
-    output table's slices (Parquet, in item order, all with the same schema). The kept rows and
+    output table's slices (Parquet, in item order, all with the same schema; a sole slice is the
+    whole table in the output's encoding, see :func:`scratch.write_part`). The kept rows and
     the trending window's pairs stay in ``folder/kept`` and ``folder/trending`` (the state an
     update starts from, described by the report's ``state``).
 
@@ -454,7 +459,7 @@ def _indicator_stages(
 ) -> tuple[BuildReport, list[str]]:
     """The occurrences and indicators stages from each bucket's kept rows and trending pairs."""
     with _stage("occurrences", timings):
-        vocabulary, blocks, summary, item_counts, users = _occurrences(recent.kept, recent.windows, config, folder, show_progress)
+        vocabulary, blocks, summary, item_counts, users = _occurrences(recent, config, folder, show_progress)
         work, entries = compute(summary.work, summary.entries)
         total_work = float(work.sum())
         usable, threads = worker_memory_bytes() // 2 - entries * _BYTES_PER_SHARED_ENTRY, scheduler_threads()
@@ -465,7 +470,7 @@ def _indicator_stages(
             len(work), 1 + len(config.ingest.cross_event_types), config.indicators.top_k, threads, largest) <= usable
         del work
     with _stage("indicators", timings):
-        parts = [f"{folder}/parts/part-{number:06d}.parquet" for number in range(len(plan))]
+        parts = [f"{folder}/parts/part-{number:06d}.parquet" for number in range(1 if whole else len(plan))]
         # With one worker and room for it beside the matrix, one task computes every item from
         # each pair of items once, on all the worker's threads (all_indicators: half the work of
         # the per-row kernel). Otherwise the item blocks share one copy of the occurrence matrix
@@ -474,7 +479,7 @@ def _indicator_stages(
         # own pieces.
         rows: Delayed | list[str]
         if shared:
-            rows = delayed(_all_rows)(blocks)
+            rows = delayed(_all_rows)(blocks, threads)
         else:
             cuts = np.array([start for start, _ in plan] + [plan[-1][1]], dtype=np.int64)
             split = [f"{folder}/split/bucket-{b:06d}.arrow" for b in range(len(blocks))]
@@ -483,11 +488,11 @@ def _indicator_stages(
             rows = delayed(_after)(written, split)
         if whole:
             log.info("indicators: every item in one task, each pair of items once, on %d threads", threads)
-            tasks = [delayed(_whole_parts)(rows, vocabulary, summary.margins, item_counts, threads, plan, config, parts)]
+            tasks = [delayed(_whole_parts)(rows, vocabulary, summary.margins, item_counts, threads, plan, config, parts[0])]
         else:
             tasks = [
                 delayed(_indicator_part)(
-                    rows, number, vocabulary, summary.margins, item_counts, start, stop, config, url
+                    rows, number, vocabulary, summary.margins, item_counts, (start, stop), config, url, len(plan) == 1
                 )
                 for number, ((start, stop), url) in enumerate(zip(plan, parts))
             ]
@@ -515,6 +520,9 @@ class _Recent:
     """Each bucket's kept rows (see :func:`_keep_bucket`)."""
     windows: list[str]
     """Each bucket's trending pairs (see :func:`_keep_bucket`)."""
+    items: list[Delayed]
+    """Each bucket's distinct kept items, sorted (``pd.Index``), persisted where the bucket was
+    kept: found while its rows were in memory rather than read back from its file."""
     counts: dict[str, int]
     """Events read, skipped (by cause) and kept, partitions, and the trending window's start."""
     newest: int
@@ -534,11 +542,12 @@ def _recent_rows(
     after_routing = delayed(_after)(stats, routed)
     newest = delayed(_newest)(stats)
     kept, windows = _bucket_files(folder, n_buckets)
-    sizes = [
+    buckets = [
         delayed(_recent_bucket)(after_routing, bucket, config.ingest, newest, url, window)
         for bucket, (url, window) in enumerate(zip(kept, windows))
     ]
-    sizes, stats = compute(*materialise((sizes, stats), show_progress))
+    buckets, stats = materialise((buckets, stats), show_progress)
+    sizes, stats = compute([delayed(_first)(b) for b in buckets], stats)
     newest_read = _newest(stats)
     counts = {
         **_read_counts(stats),
@@ -546,7 +555,7 @@ def _recent_rows(
         "partitions": len(parts),
         "trending_since_ms": _trending_since(newest_read, config.ingest.trending_days),
     }
-    return _Recent(kept, windows, counts, newest_read)
+    return _Recent(kept, windows, [delayed(_second)(b) for b in buckets], counts, newest_read)
 
 
 def _bucket_files(folder: str, n_buckets: int) -> tuple[list[str], list[str]]:
@@ -577,31 +586,31 @@ def _read_counts(stats: list[dict[str, int]]) -> dict[str, int]:
 
 
 def _occurrences(
-    kept: list[str], windows: list[str], config: BuildConfig, folder: str, show_progress: bool
+    recent: _Recent, config: BuildConfig, folder: str, show_progress: bool
 ) -> tuple[Delayed, list[str], Delayed, Delayed, Delayed]:
     """Item vocabulary, the occurrence blocks' files, their combined summary, the item counts
     (:class:`ItemCounts`) and users with primary rows; persisted."""
-    # Every item id, sorted: an item's code is its position. Each bucket finds its own items (one
-    # task each, in parallel) and a tree of merges unites them; one task reading every bucket took
-    # ~0.6 s at 10M, the other threads idle.
-    vocabulary = _tree([delayed(_bucket_items)(rows) for rows in kept], _union_items)
-    raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(kept))]
+    # Every item id, sorted: an item's code is its position. Each bucket found its own items
+    # while keeping its rows, and a tree of merges unites them.
+    vocabulary = _tree(recent.items, _union_items)
+    raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(recent.kept))]
     fields = 1 + len(config.ingest.cross_event_types)
     written = [
         delayed(_write_occurrences)(rows, window, vocabulary, config.indicators, fields, url)
-        for rows, window, url in zip(kept, windows, raw)
+        for rows, window, url in zip(recent.kept, recent.windows, raw)
     ]
     item_counts = _tree([delayed(_first)(w) for w in written], _sum_item_counts)
     users = _tree([delayed(_second)(w) for w in written], _sum_counts)
-    transforms = config.indicators.llr_table == "users"
-    final = [f"{folder}/occurrences/final-{b:06d}.npz" for b in range(len(kept))] if transforms else raw
-    summary = _tree(
-        [
+    if config.indicators.downsamples:
+        # The draws need every bucket's users per item: the blocks are summarised once those are summed.
+        final = [f"{folder}/occurrences/final-{b:06d}.npz" for b in range(len(recent.kept))]
+        summaries = [
             delayed(_summarise_block)(source, target, item_counts.popularity, config.indicators, fields)
             for source, target in zip(raw, final)
-        ],
-        co.combine_summaries,
-    )
+        ]
+    else:
+        final, summaries = raw, [delayed(_third)(w) for w in written]
+    summary = _tree(summaries, co.combine_summaries)
     persisted: tuple[Delayed, ...] = materialise((vocabulary, summary, item_counts, users), show_progress)
     return persisted[0], final, persisted[1], persisted[2], persisted[3]
 
@@ -616,6 +625,10 @@ def _sum_counts(counts: list[int]) -> int:
 
 def _second(pair: tuple[Any, _T]) -> _T:
     return pair[1]
+
+
+def _third(triple: tuple[Any, Any, _T]) -> _T:
+    return triple[2]
 
 
 def _tree(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
@@ -675,9 +688,9 @@ def _after(_: Any, value: _T) -> _T:
     return value
 
 
-def _recent_bucket(routed: list[str], bucket: int, config: IngestConfig, newest: int, url: str, window: str) -> int:
+def _recent_bucket(routed: list[str], bucket: int, config: IngestConfig, newest: int, url: str, window: str) -> tuple[int, pd.Index]:
     """Keep the recent rows and trending pairs of a bucket's visitors, gathered from every
-    partition (see :func:`_keep_bucket`); what it kept."""
+    partition (see :func:`_keep_bucket`); the rows kept and their distinct items."""
     rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
     return _keep_bucket(rows, 0, _NO_PAIRS, config, newest, url, window)
 
@@ -687,12 +700,14 @@ _NO_PAIRS = pd.DataFrame({"visitorid": [], "itemid": [], "timestamp": np.array([
 
 def _keep_bucket(
     rows: pd.DataFrame, first_unseen: int, earlier_pairs: pd.DataFrame, config: IngestConfig, newest: int, url: str, window: str
-) -> int:
+) -> tuple[int, pd.Index]:
     """Write to ``url`` the recent rows of the visitors of ``rows`` (all their rows, in input
     order), and to ``window`` their distinct (visitor, item) primary pairs at or after the
     trending window's start, each with its latest timestamp: those of ``earlier_pairs`` (a window
     file of earlier rows, which already counts ``rows[:first_unseen]``) and of the rows after
-    them; return the rows kept."""
+    them; return the rows kept and their distinct items, sorted (the bucket's share of the item
+    vocabulary, found while the rows are in memory: reading every bucket's items back took ~8 s
+    of tasks at 50M events)."""
     since = _trending_since(newest, config.trending_days)
     unseen = rows.iloc[first_unseen:]
     in_window = unseen[(unseen["matrix"].to_numpy() == 0) & (unseen["timestamp"].to_numpy() >= since)]
@@ -702,13 +717,8 @@ def _keep_bucket(
     scratch.write_frame(window, latest_pairs(pairs))
     kept = keep_recent(rows, config.recent)  # rows in input order
     scratch.write_frame(url, kept)
-    return len(kept)
-
-
-def _bucket_items(kept: str) -> pd.Index:
-    """The distinct items of a bucket's kept rows, sorted."""
-    items: pd.Index = pd.Index(scratch.read_frame(kept, ["itemid"])["itemid"]).unique().sort_values()
-    return items
+    items: pd.Index = pd.Index(kept["itemid"]).unique().sort_values()
+    return len(kept), items
 
 
 def _union_items(items: list[pd.Index]) -> pd.Index:
@@ -721,10 +731,13 @@ def _union_items(items: list[pd.Index]) -> pd.Index:
 
 def _write_occurrences(
     kept: str, window: str, vocabulary: pd.Index, config: IndicatorConfig, fields: int, url: str
-) -> tuple[ItemCounts, int]:
-    """Write a bucket's occurrence counts (users x all items; with cross types, users with
-    primary rows x joint columns, field ``f`` at ``f·n + item``); return its item counts (users
-    per primary item, and its trending pairs per item) and its users."""
+) -> tuple[ItemCounts, int, co.BlockSummary | None]:
+    """Write a bucket's occurrences (users x all items; with cross types, users with primary rows
+    x joint columns, field ``f`` at ``f·n + item``) as scored: counts for the co-occurrence table,
+    binarised for the users table; return its item counts (users per primary item, and its
+    trending pairs per item), its users and its summary. When the table downsamples, the counts
+    are written as they are (with the users' keys) and the summary is None: the draws need every
+    bucket's users per item first (:func:`_summarise_block`)."""
     rows = scratch.read_frame(kept)
     trending_items = scratch.read_frame(window)["itemid"]
     n_items = len(vocabulary)
@@ -744,28 +757,35 @@ def _write_occurrences(
         rows, user, column = rows[keep], code[user[keep]], column[keep] + matrix[keep] * n_items
     n_users = int(user.max()) + 1 if len(user) else 0
     block = co.occurrence_block(user, column, n_users, fields * n_items)
-    keys = None
+    per_item = np.bincount(block.indices, minlength=block.shape[1])[:n_items].astype(co.COUNT_DTYPE)
+    counts = ItemCounts(popularity=per_item, trending=trending)
     if config.downsamples:
         first_rows = rows.drop_duplicates("user")
-        keys = co.user_keys(first_rows.sort_values("user")["visitorid"])
-    scratch.write_block(url, block, keys)
-    per_item = np.bincount(block.indices, minlength=block.shape[1])[:n_items].astype(co.COUNT_DTYPE)
-    return ItemCounts(popularity=per_item, trending=trending), n_users
+        scratch.write_block(url, block, co.user_keys(first_rows.sort_values("user")["visitorid"]))
+        return counts, n_users, None
+    # Scored and summarised here, while the block is in memory: writing the counts for another
+    # task to read back, binarise and write again took ~8 s of tasks at 50M events.
+    if config.llr_table == "users":
+        block = co.binarise(block)
+    return counts, n_users, _written_block(block, config, fields, url)
 
 
 def _summarise_block(
     source: str, target: str, users_per_item: np.ndarray, config: IndicatorConfig, fields: int
 ) -> co.BlockSummary:
-    """Summarise a bucket's occurrences as scored; for the users table, binarise (and downsample)
-    them from ``source`` into ``target`` first."""
+    """Binarise and downsample a bucket's occurrence counts (the users table, downsampling: see
+    :func:`_write_occurrences`) from ``source`` into ``target``; return their summary."""
     block, keys = scratch.read_block(source)
-    if config.llr_table == "users":
-        block = co.binarise(block)
-        if config.downsamples:
-            assert keys is not None  # written by _write_occurrences when downsampling
-            block = co.downsample(block, keys, users_per_item, config.max_per_user, config.max_per_item, config.seed)
-        scratch.write_block(target, block)
-    return co.summarise(block, config.llr_table, fields)
+    assert keys is not None  # written by _write_occurrences when downsampling
+    block = co.downsample(co.binarise(block), keys, users_per_item, config.max_per_user, config.max_per_item, config.seed)
+    return _written_block(block, config, fields, target)
+
+
+def _written_block(block: sp.csr_array, config: IndicatorConfig, fields: int, url: str) -> co.BlockSummary:
+    """Write a bucket's scored occurrences to ``url`` in both layouts; return their summary."""
+    occurrences = co.stack_blocks([block])
+    scratch.write_block(url, occurrences.by_user, by_item=occurrences.by_item)
+    return co.summarise(occurrences, config.llr_table, fields)
 
 
 def _sum_arrays(arrays: list[np.ndarray]) -> np.ndarray:
@@ -783,9 +803,15 @@ def _sum_item_counts(counts: list[ItemCounts]) -> ItemCounts:
     )
 
 
-def _all_rows(blocks: list[str]) -> co.Occurrences:
-    """The whole occurrence matrix, from its block files."""
-    return co.item_rows((scratch.read_block(url)[0] for url in blocks), 0, np.iinfo(np.int64).max)
+def _all_rows(blocks: list[str], threads: int) -> co.Occurrences:
+    """The whole occurrence matrix, from its block files (stacked on ``threads`` threads: the
+    task runs alone, before the kernel that needs it), one block in memory at a time."""
+    n_users, column_entries = scratch.read_sizes(blocks[0])
+    for url in blocks[1:]:
+        more_users, more_entries = scratch.read_sizes(url)
+        n_users += more_users
+        column_entries += more_entries
+    return co.stack_occurrences((co.Occurrences(*scratch.read_layouts(url)) for url in blocks), n_users, column_entries, threads)
 
 
 def _split_block(block: str, cuts: np.ndarray, max_entries: int, url: str) -> None:
@@ -793,20 +819,22 @@ def _split_block(block: str, cuts: np.ndarray, max_entries: int, url: str) -> No
     scratch.write_split(url, co.split_by_items(scratch.read_block(block)[0], cuts, max_entries))
 
 
-def _indicator_part(
+def _indicator_part(  # noqa: PLR0913
     rows: co.Occurrences | list[str],
     number: int,
     vocabulary: pd.Index,
     margins: co.Marginals,
     item_counts: ItemCounts,
-    start: int,
-    stop: int,
+    items: tuple[int, int],
     config: BuildConfig,
     url: str,
+    whole: bool,
 ) -> dict[str, int]:
     """Indicators of the items ``[start, stop)`` (item block ``number``) from the whole
     occurrence matrix, or from this block's pieces of every bucket's split file; written to
-    ``url`` as a slice of the output table. Returns what it counted."""
+    ``url`` as a part of the output table (the ``whole`` table if it is the only block). Returns
+    what it counted."""
+    start, stop = items
     if isinstance(rows, co.Occurrences):
         occurrences = rows
     else:
@@ -814,7 +842,7 @@ def _indicator_part(
         occurrences = co.item_rows((scratch.read_split(url, number, n_columns) for url in rows), start, stop)
     chosen = config.indicators
     block = indicator_block(occurrences, margins, start, stop, chosen.top_k, chosen.min_llr)
-    return _written_part(block, vocabulary, item_counts, config, url)
+    return _written_part([block], vocabulary, item_counts, config, url, whole)
 
 
 def _whole_parts(
@@ -825,20 +853,35 @@ def _whole_parts(
     threads: int,
     plan: list[tuple[int, int]],
     config: BuildConfig,
-    urls: list[str],
+    url: str,
 ) -> dict[str, int]:
     """Indicators of every item from the whole occurrence matrix, each pair of items once, on
-    ``threads`` threads (:func:`all_indicators`); each item block of ``plan`` written to its URL
-    in turn. Returns what it counted, summed."""
+    ``threads`` threads (:func:`all_indicators`); written to ``url`` as the whole output table,
+    one item block of ``plan`` at a time. Returns what it counted."""
     chosen = config.indicators
     blocks = all_indicators(occurrences, margins, chosen.top_k, chosen.min_llr, threads, plan)
-    counted = [_written_part(block, vocabulary, item_counts, config, url) for block, url in zip(blocks, urls)]
+    return _written_part(blocks, vocabulary, item_counts, config, url, whole=True)
+
+
+def _written_part(
+    blocks: Iterable[IndicatorBlock], vocabulary: pd.Index, item_counts: ItemCounts, config: BuildConfig, url: str, whole: bool
+) -> dict[str, int]:
+    """Write consecutive ``blocks`` to ``url`` as a part of the output table (the ``whole`` table,
+    in the output's layout: :func:`scratch.write_part`), made one block at a time; return what
+    they counted, summed."""
+    counted: list[dict[str, int]] = []
+
+    def slices() -> Iterator[pa.Table]:
+        for block in blocks:
+            counted.append(_block_counts(block, config))
+            yield indicator_table(vocabulary, block, item_counts, config.ingest.cross_event_types)
+
+    scratch.write_part(url, slices(), whole=whole)
     return {name: sum(c[name] for c in counted) for name in counted[0]}
 
 
-def _written_part(block: IndicatorBlock, vocabulary: pd.Index, item_counts: ItemCounts, config: BuildConfig, url: str) -> dict[str, int]:
-    """Write ``block`` to ``url`` as a slice of the output table; return what it counted."""
-    scratch.write_part(url, indicator_table(vocabulary, block, item_counts, config.ingest.cross_event_types))
+def _block_counts(block: IndicatorBlock, config: BuildConfig) -> dict[str, int]:
+    """What an item block counted: items, co-occurrence nonzeros, items with indicators and indicators per field."""
     counts = {
         "items": block.stop - block.start,
         "cooccurrence_nonzeros": block.cooccurrence_nonzeros,

@@ -16,13 +16,15 @@ or not.
     timestamp of each. These and the kept rows outlive a build that writes to a folder: they
     become its ``state/<generation>/`` (see :func:`daskrec.pipeline.update_build`).
 ``occurrences/raw-B.npz``, ``occurrences/final-B.npz``
-    Bucket B's occurrence matrix (users x all items, CSR) as counted and, for Mahout's table, as
-    scored (binarised, downsampled); the raw one keeps the user keys when downsampling.
+    Bucket B's occurrence matrix (users x all items) as scored (counts for the SPEC's table,
+    binarised for Mahout's) in both layouts (CSR, and CSC for whoever stacks every bucket's);
+    when downsampling, raw holds the counts and the users' keys and final the scored matrix.
 ``split/bucket-B.arrow``
     When the item blocks do not share one copy of the occurrence matrix: for every item block K,
     batch K holds the rows of bucket B's users who have one of its items.
 ``parts/part-K.parquet``
-    The indicators of item block K, in the output table's layout.
+    The indicators of item block K, in the output table's columns; a single part holds the
+    whole table, in the output's encoding (moved into place, not copied).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from .output import replacing
+from .output import replacing, write_slices
 
 __all__ = [
     "scratch_folder",
@@ -49,6 +51,8 @@ __all__ = [
     "read_frame",
     "write_block",
     "read_block",
+    "read_layouts",
+    "read_sizes",
     "write_split",
     "read_split",
     "write_part",
@@ -108,20 +112,28 @@ def read_frame(url: str, columns: list[str] | None = None) -> pd.DataFrame:
     return frame
 
 
-def write_block(url: str, block: sp.csr_array, user_keys: np.ndarray | None = None) -> None:
-    """Write an occurrence block (and its users' keys) uncompressed: it is read once per item
-    block. Counts are stored as int32 when they fit (they are at most the recent rows per visitor)."""
-    fits = block.nnz == 0 or int(block.data.max()) <= np.iinfo(np.int32).max
+def write_block(url: str, block: sp.csr_array, user_keys: np.ndarray | None = None, by_item: sp.csc_array | None = None) -> None:
+    """Write an occurrence block (its users' keys, and the same matrix in item layout, if given)
+    uncompressed: it is read once per item block. Counts are stored as int32 when they fit (they
+    are at most the recent rows per visitor), a block's users too."""
     arrays: dict[str, np.ndarray] = {
         "shape": np.asarray(block.shape, np.int64),
         "indptr": block.indptr,
         "indices": block.indices,
-        "data": block.data.astype(np.int32) if fits else block.data,
+        "data": _narrow(block.data),
     }
     if user_keys is not None:
         arrays["user_keys"] = user_keys
+    if by_item is not None:
+        arrays |= {"item_indptr": _narrow(by_item.indptr), "item_users": _narrow(by_item.indices), "item_data": _narrow(by_item.data)}
     with replacing(url) as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs take the names for its own flags
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """``values`` as int32 when they fit, else as they are."""
+    fits = len(values) == 0 or (int(values.min()) >= np.iinfo(np.int32).min and int(values.max()) <= np.iinfo(np.int32).max)
+    return values.astype(np.int32) if fits else values
 
 
 def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
@@ -131,6 +143,21 @@ def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
         block = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
         keys = stored["user_keys"] if "user_keys" in stored.files else None
     return block, keys
+
+
+def read_sizes(url: str) -> tuple[int, np.ndarray]:
+    """The users and the entries per item column of a block written with its item layout."""
+    with fsspec.open(url, "rb") as f, np.load(f) as stored:
+        return int(stored["shape"][0]), np.diff(stored["item_indptr"]).astype(np.int64)
+
+
+def read_layouts(url: str) -> tuple[sp.csr_array, sp.csc_array]:
+    """An occurrence block written with its item layout, in both layouts."""
+    with fsspec.open(url, "rb") as f, np.load(f) as stored:
+        n_users, n_items = (int(n) for n in stored["shape"])
+        by_user = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
+        by_item = sp.csc_array((stored["item_data"], stored["item_users"], stored["item_indptr"]), shape=(n_users, n_items))
+    return by_user, by_item
 
 
 def write_split(url: str, pieces: Iterable[sp.csr_array]) -> None:
@@ -165,10 +192,16 @@ def read_split(url: str, piece: int, n_items: int) -> sp.csr_array:
     return sp.csr_array((data, indices, indptr), shape=(len(indptr) - 1, n_items))
 
 
-def write_part(url: str, table: pa.Table) -> None:
-    """Write one item block's slice of the indicators table."""
+def write_part(url: str, slices: Iterable[pa.Table], *, whole: bool = False) -> None:
+    """Write consecutive slices of the indicators table as one item block's part of it; when the
+    part is the ``whole`` table, in the output's own layout (:func:`~daskrec.output.write_slices`),
+    so that it is moved into place rather than copied (a 50M-event build's table took ~3 s to
+    copy)."""
     with replacing(url) as f:
+        if whole:
+            write_slices(f, slices)
+            return
         # Read once and encoded again for the output, so written the cheapest way measured: lz4
         # without dictionaries (a 10M-event build's table: 0.27 s and 41 MB to write, against
         # 1.11 s and 50 MB uncompressed with pyarrow's default dictionaries).
-        pq.write_table(table, f, compression="lz4", use_dictionary=False)
+        pq.write_table(pa.concat_tables(slices), f, compression="lz4", use_dictionary=False)

@@ -95,7 +95,7 @@ def test_uniform_draws_are_uniform() -> None:
 
 def test_item_blocks_cover_items_and_balance_work(rng: np.random.Generator) -> None:
     occurrences = random_occurrences(rng, 500, 300, 5000)
-    work = co.summarise(occurrences.by_user, "cooccurrence").work
+    work = co.summarise(occurrences, "cooccurrence").work
     blocks = co.split_by_work(work, 8)
     assert blocks[0][0] == 0 and blocks[-1][1] == 300
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
@@ -108,9 +108,9 @@ def test_item_blocks_cover_items_and_balance_work(rng: np.random.Generator) -> N
 @pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
 def test_block_summaries_add_up_to_the_whole(rng: np.random.Generator, llr_table: str) -> None:
     occurrences = random_occurrences(rng, 400, 120, 3000)
-    whole = co.summarise(occurrences.by_user, llr_table)
-    halves = co.combine_summaries([co.summarise(occurrences.by_user[:150], llr_table),
-                                   co.summarise(occurrences.by_user[150:], llr_table)])
+    whole = co.summarise(occurrences, llr_table)
+    halves = co.combine_summaries([co.summarise(co.stack_blocks([occurrences.by_user[:150]]), llr_table),
+                                   co.summarise(co.stack_blocks([occurrences.by_user[150:]]), llr_table)])
     if llr_table == "cooccurrence":
         np.testing.assert_array_equal(halves.margins.row_sum, whole.margins.row_sum)
         assert halves.margins.total == whole.margins.total
@@ -145,3 +145,19 @@ def test_item_rows_stack_pieces_and_keep_only_the_range_columns(rng: np.random.G
     assert rows.by_item.has_sorted_indices
     whole = co.item_rows(halves, 0, 50)
     np.testing.assert_array_equal(whole.by_item.toarray(), dense)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_stacked_layouts_equal_the_stacked_rows(rng: np.random.Generator, threads: int) -> None:
+    block = random_occurrences(rng, 300, 50, 2000).by_user
+    pieces = [block[:0], block[:120], block[120:121], block[121:121], block[121:]]
+    wanted = co.stack_blocks([block])
+    column_entries = np.diff(wanted.by_item.indptr)
+    stacked = co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces), 300, column_entries, threads)
+    for got, expected in ((stacked.by_user, wanted.by_user), (stacked.by_item, wanted.by_item)):
+        assert got.shape == expected.shape
+        for name in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    assert stacked.by_item.has_sorted_indices
+    with pytest.raises(ValueError, match="other users or entries"):
+        co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces[:2]), 300, column_entries)

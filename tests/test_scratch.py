@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from daskrec import scratch
-from daskrec.output import replacing
+from daskrec.output import ROW_GROUP_ROWS, replacing, write_output
 
 
 def test_routed_batches_come_back_by_bucket(tmp_path: Path) -> None:
@@ -30,6 +30,9 @@ def test_blocks_and_splits_round_trip(tmp_path: Path, rng: np.random.Generator) 
     scratch.write_block(str(tmp_path / "b.npz"), block, keys)
     read, read_keys = scratch.read_block(str(tmp_path / "b.npz"))
     assert (read != block).nnz == 0 and np.array_equal(read_keys, keys)
+    scratch.write_block(str(tmp_path / "l.npz"), block, by_item=sp.csc_array(block))
+    by_user, by_item = scratch.read_layouts(str(tmp_path / "l.npz"))
+    assert (by_user != block).nnz == 0 and (by_item != block).nnz == 0 and by_item.format == "csc"
     pieces = [block[:10], block[10:]]
     scratch.write_split(str(tmp_path / "s.arrow"), pieces)
     for number, piece in enumerate(pieces):
@@ -38,7 +41,7 @@ def test_blocks_and_splits_round_trip(tmp_path: Path, rng: np.random.Generator) 
 
 def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path: Path) -> None:
     target = tmp_path / "parts" / "part-0.parquet"
-    scratch.write_part(str(target), pa.table({"item": [1]}))
+    scratch.write_part(str(target), [pa.table({"item": [1]})])
     with pytest.raises(OSError, match="disk full"), replacing(str(target)) as f:
         f.write(b"half")
         raise OSError("disk full")
@@ -54,3 +57,14 @@ def test_the_scratch_folder_goes_away_after_an_error(tmp_path: Path) -> None:
     with scratch.scratch_folder(None) as local:
         assert Path(local).is_dir()
     assert not Path(local).exists()
+
+
+def test_a_whole_part_is_written_as_the_output_and_moved_into_place(tmp_path: Path) -> None:
+    slices = [pa.table({"item": list(range(start, start + 3000))}) for start in (0, 3000, 6000)]
+    part = tmp_path / "scratch" / "parts" / "part-0.parquet"
+    scratch.write_part(str(part), slices, whole=True)
+    layout = pa.parquet.ParquetFile(part).metadata
+    assert [layout.row_group(g).num_rows for g in range(layout.num_row_groups)] == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 9000 - 2 * ROW_GROUP_ROWS]
+    write_output(str(tmp_path / "out"), [str(part)], {"counts": {}}, moved=True)
+    assert not part.exists()
+    assert pa.parquet.read_table(tmp_path / "out" / "indicators.parquet").equals(pa.concat_tables(slices))
