@@ -369,8 +369,11 @@ def all_indicators(
         raise ValueError("the primary table's row and column margins differ: it is not symmetric")
     if not by_user.has_sorted_indices:
         by_user = by_user.sorted_indices()
-    matrix = tuple(np.asarray(a, dtype=np.int64) for a in (by_user.indptr, by_user.indices, by_user.data,
-                                                           by_item.indptr, by_item.indices, by_item.data))
+    arrays = (by_user.indptr, by_user.indices, by_user.data, by_item.indptr, by_item.indices, by_item.data)
+    # All int32 (a matrix stacked narrow by the pipeline: half the memory) or all int64: two
+    # compiled specialisations, not one per mix; the kernel's arithmetic is int64 either way.
+    wide = any(a.dtype.itemsize > 4 for a in arrays)
+    matrix = tuple(np.asarray(a, dtype=np.int64 if wide else np.int32) for a in arrays)
     totals = margins.totals.astype(np.int64)
     work = _pair_work(matrix[0], matrix[1], n_items)
     xlogx_tables = _xlogx_tables(int(margins.row_sum[:n_items].max(initial=0)), int(totals[0]))

@@ -479,7 +479,8 @@ def _indicator_stages(
         # own pieces.
         rows: Delayed | list[str]
         if shared:
-            rows = delayed(_all_rows)(blocks, threads)
+            # A count is at most a visitor's kept rows, so int32 holds every count when they fit.
+            rows = delayed(_all_rows)(blocks, threads, config.ingest.recent <= np.iinfo(np.int32).max)
         else:
             cuts = np.array([start for start, _ in plan] + [plan[-1][1]], dtype=np.int64)
             split = [f"{folder}/split/bucket-{b:06d}.arrow" for b in range(len(blocks))]
@@ -803,15 +804,17 @@ def _sum_item_counts(counts: list[ItemCounts]) -> ItemCounts:
     )
 
 
-def _all_rows(blocks: list[str], threads: int) -> co.Occurrences:
+def _all_rows(blocks: list[str], threads: int, narrow: bool) -> co.Occurrences:
     """The whole occurrence matrix, from its block files (stacked on ``threads`` threads: the
-    task runs alone, before the kernel that needs it), one block in memory at a time."""
+    task runs alone, before the kernel that needs it), one block in memory at a time; int32
+    where it fits if ``narrow`` (see :func:`co.stack_occurrences`)."""
     n_users, column_entries = scratch.read_sizes(blocks[0])
     for url in blocks[1:]:
         more_users, more_entries = scratch.read_sizes(url)
         n_users += more_users
         column_entries += more_entries
-    return co.stack_occurrences((co.Occurrences(*scratch.read_layouts(url)) for url in blocks), n_users, column_entries, threads)
+    layouts = (co.Occurrences(*scratch.read_layouts(url)) for url in blocks)
+    return co.stack_occurrences(layouts, n_users, column_entries, threads, narrow=narrow)
 
 
 def _split_block(block: str, cuts: np.ndarray, max_entries: int, url: str) -> None:

@@ -147,13 +147,16 @@ def test_item_rows_stack_pieces_and_keep_only_the_range_columns(rng: np.random.G
     np.testing.assert_array_equal(whole.by_item.toarray(), dense)
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_stacked_layouts_equal_the_stacked_rows(rng: np.random.Generator, threads: int) -> None:
+@pytest.mark.parametrize(("threads", "narrow"), [(1, False), (3, False), (2, True)])
+def test_stacked_layouts_equal_the_stacked_rows(rng: np.random.Generator, threads: int, narrow: bool) -> None:
     block = random_occurrences(rng, 300, 50, 2000).by_user
     pieces = [block[:0], block[:120], block[120:121], block[121:121], block[121:]]
     wanted = co.stack_blocks([block])
     column_entries = np.diff(wanted.by_item.indptr)
-    stacked = co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces), 300, column_entries, threads)
+    stacked = co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces), 300, column_entries, threads, narrow=narrow)
+    if narrow:
+        assert {a.dtype for a in (stacked.by_user.indptr, stacked.by_user.indices, stacked.by_user.data,
+                                  stacked.by_item.indptr, stacked.by_item.indices, stacked.by_item.data)} == {np.dtype(np.int32)}
     for got, expected in ((stacked.by_user, wanted.by_user), (stacked.by_item, wanted.by_item)):
         assert got.shape == expected.shape
         for name in ("indptr", "indices", "data"):
@@ -161,3 +164,7 @@ def test_stacked_layouts_equal_the_stacked_rows(rng: np.random.Generator, thread
     assert stacked.by_item.has_sorted_indices
     with pytest.raises(ValueError, match="other users or entries"):
         co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces[:2]), 300, column_entries)
+    huge = co.stack_blocks([block])
+    huge.by_user.data[0] = 2**40
+    with pytest.raises(ValueError, match="does not fit int32"):
+        co.stack_occurrences([huge], 300, column_entries, narrow=True)
