@@ -17,6 +17,8 @@ rows are kept. Row ``i`` of ``occᵀ·occ`` restricted to field ``f`` is then ro
 (f = 0) or ``Aᵀ·B_t``, and each field has its own marginals (see :func:`marginals`).
 
 Counts are int64 throughout: an int8 or int16 occurrence matrix wraps silently in sparse products.
+The one exception is the matrix :func:`stack_occurrences` stacks ``narrow`` for the kernels of
+:mod:`daskrec.indicators` alone (int32, half the memory; their arithmetic is int64).
 """
 
 from __future__ import annotations

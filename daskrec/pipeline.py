@@ -84,7 +84,8 @@ _BYTES_PER_GATHERED_ENTRY = 40
 8 bytes), their stacked int64 copy (16), part of its item layout, and a margin (measured: 32
 left a 100M-event build 8% over its limit); also bounds a split group's buffers."""
 _BYTES_PER_SHARED_ENTRY = 32
-"""Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each)."""
+"""Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each;
+stacked narrow it takes 16, the rest a margin for the kernels' own arrays)."""
 _FAN_IN = 8
 """Partial results summed per task: bounds how many item-wide arrays are alive at once."""
 

@@ -114,12 +114,14 @@ def read_frame(url: str, columns: list[str] | None = None) -> pd.DataFrame:
 
 def write_block(url: str, block: sp.csr_array, user_keys: np.ndarray | None = None, by_item: sp.csc_array | None = None) -> None:
     """Write an occurrence block (its users' keys, and the same matrix in item layout, if given)
-    uncompressed: it is read once per item block. Counts are stored as int32 when they fit (they
-    are at most the recent rows per visitor), a block's users too."""
+    uncompressed: it is read once per item block. Items, users and counts are stored as int32
+    when they fit (counts are at most the recent rows per visitor), so that the item layout
+    costs the scratch disk little more than the int64 items it replaced: read back, the rows
+    have int64 items (scipy widens them beside the int64 row pointers), as written before."""
     arrays: dict[str, np.ndarray] = {
         "shape": np.asarray(block.shape, np.int64),
         "indptr": block.indptr,
-        "indices": block.indices,
+        "indices": _narrow(block.indices),
         "data": _narrow(block.data),
     }
     if user_keys is not None:
