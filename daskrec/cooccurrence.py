@@ -183,25 +183,28 @@ def stack_occurrences(
     filled = item_indptr[:-1].astype(np.int64)  # where each item's next users go
     cuts = np.r_[0, np.searchsorted(item_indptr, np.arange(1, threads) * (entries / threads)), n_items].astype(np.int64)
     first_user = 0
+    mismatch = "the blocks hold other users or entries than n_users and column_entries say"
     with ThreadPoolExecutor(threads) as pool:
         for block in blocks:
             by_user, by_item = block.by_user, block.by_item
             if narrow and by_user.data.dtype.itemsize > 4 and by_user.nnz and int(by_user.data.max()) > int32_max:
                 raise ValueError(f"a count of {int(by_user.data.max())} does not fit int32: stack without narrow")
             stop_user, at = first_user + block.n_users, int(indptr[first_user])
+            if stop_user > n_users or at + by_user.nnz > entries:
+                raise ValueError(mismatch)
             indptr[first_user + 1 : stop_user + 1] = at + by_user.indptr[1:]
             indices[at : at + by_user.nnz] = by_user.indices
             data[at : at + by_user.nnz] = by_user.data
             layout = (by_item.indptr, by_item.indices, by_item.data)
             copies = [
-                pool.submit(_append_columns, layout, first_user, int(first), int(stop), filled, item_users, item_data)
+                pool.submit(_append_columns, layout, first_user, (int(first), int(stop)), item_indptr, filled, (item_users, item_data))
                 for first, stop in zip(cuts[:-1], cuts[1:])
             ]
-            for copy in copies:
-                copy.result()
+            if not all(copy.result() for copy in copies):
+                raise ValueError(mismatch)
             first_user = stop_user
     if first_user != n_users or not np.array_equal(filled, item_indptr[1:]):
-        raise ValueError("the blocks hold other users or entries than n_users and column_entries say")
+        raise ValueError(mismatch)
     shape = (n_users, n_items)
     return Occurrences(
         by_user=sp.csr_array((data, indices, indptr), shape=shape),
@@ -213,23 +216,27 @@ def stack_occurrences(
 def _append_columns(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     layout: tuple[np.ndarray, np.ndarray, np.ndarray],
     first_user: int,
-    first_item: int,
-    stop_item: int,
+    items: tuple[int, int],
+    item_indptr: np.ndarray,
     filled: np.ndarray,
-    out_users: np.ndarray,
-    out_data: np.ndarray,
-) -> None:
-    """Append a block's users (and counts) of items ``[first_item, stop_item)`` (``layout``: its
-    item layout's indptr, block-local users and counts) to each item's in ``out_*``, at
-    ``filled[j]``, shifted by ``first_user``; ``filled`` moves on."""
+    out: tuple[np.ndarray, np.ndarray],
+) -> bool:
+    """Append a block's users (and counts) of the items ``[first, stop)`` (``layout``: its item
+    layout's indptr, block-local users and counts) to each item's in ``out`` (users, counts), at
+    ``filled[j]``, shifted by ``first_user``; ``filled`` moves on. False, with nothing written
+    past an item's end (``item_indptr[j + 1]``), if the block holds more of an item than is left."""
     indptr, users, data = layout
-    for j in range(first_item, stop_item):
+    out_users, out_data = out
+    for j in range(items[0], items[1]):
         at = filled[j]
+        if at + indptr[j + 1] - indptr[j] > item_indptr[j + 1]:
+            return False
         for q in range(indptr[j], indptr[j + 1]):
             out_users[at] = users[q] + first_user
             out_data[at] = data[q]
             at += 1
         filled[j] = at
+    return True
 
 
 def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int) -> Occurrences:

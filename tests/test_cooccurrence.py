@@ -164,6 +164,8 @@ def test_stacked_layouts_equal_the_stacked_rows(rng: np.random.Generator, thread
     assert stacked.by_item.has_sorted_indices
     with pytest.raises(ValueError, match="other users or entries"):
         co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces[:2]), 300, column_entries)
+    with pytest.raises(ValueError, match="other users or entries"):  # more entries than said: never written past
+        co.stack_occurrences([wanted], 300, np.maximum(column_entries - 1, 0))
     huge = co.stack_blocks([block])
     huge.by_user.data[0] = 2**40
     with pytest.raises(ValueError, match="does not fit int32"):
