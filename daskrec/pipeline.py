@@ -603,11 +603,10 @@ def _occurrences(
 ) -> tuple[Delayed, list[str], Delayed, Delayed, Delayed]:
     """Item vocabulary, the occurrence blocks' files, their combined summary, the item counts
     (:class:`ItemCounts`) and users with primary rows; persisted."""
-    vocabulary = recent.vocabulary
     raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(recent.kept))]
     fields = 1 + len(config.ingest.cross_event_types)
     written = [
-        delayed(_write_occurrences)(rows, window, vocabulary, config.indicators, fields, url)
+        delayed(_write_occurrences)(rows, window, recent.vocabulary, config.indicators, fields, url)
         for rows, window, url in zip(recent.kept, recent.windows, raw)
     ]
     item_counts = _tree([delayed(_first)(w) for w in written], _sum_item_counts)
@@ -622,8 +621,8 @@ def _occurrences(
     else:
         final, summaries = raw, [delayed(_third)(w) for w in written]
     summary = _tree(summaries, co.combine_summaries)
-    persisted: tuple[Delayed, ...] = materialise((vocabulary, summary, item_counts, users), show_progress)
-    return persisted[0], final, persisted[1], persisted[2], persisted[3]
+    persisted: tuple[Delayed, ...] = materialise((summary, item_counts, users), show_progress)
+    return recent.vocabulary, final, persisted[0], persisted[1], persisted[2]  # the vocabulary is persisted already
 
 
 def _first(pair: tuple[_T, Any]) -> _T:
