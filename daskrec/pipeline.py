@@ -408,7 +408,7 @@ def _updated_bucket(
     again (see :func:`_keep_bucket`); the rows kept and the visitors with new rows, and the kept
     rows' distinct items."""
     earlier_kept, earlier_window = before
-    new_rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
+    new_rows = scratch.read_routed(routed, bucket)
     earlier_rows = scratch.read_frame(earlier_kept).drop(columns="user")
     rows = pd.concat([earlier_rows, new_rows[earlier_rows.columns]], ignore_index=True)
     kept, items = _keep_bucket(rows, len(earlier_rows), scratch.read_frame(earlier_window), config, newest, url, window)
@@ -603,7 +603,7 @@ def _occurrences(
 ) -> tuple[Delayed, list[str], Delayed, Delayed, Delayed]:
     """Item vocabulary, the occurrence blocks' files, their combined summary, the item counts
     (:class:`ItemCounts`) and users with primary rows; persisted."""
-    raw = [f"{folder}/occurrences/raw-{b:06d}.npz" for b in range(len(recent.kept))]
+    raw = [f"{folder}/occurrences/raw-{b:06d}.arrays" for b in range(len(recent.kept))]
     fields = 1 + len(config.ingest.cross_event_types)
     written = [
         delayed(_write_occurrences)(rows, window, recent.vocabulary, config.indicators, fields, url)
@@ -613,7 +613,7 @@ def _occurrences(
     users = _tree([delayed(_second)(w) for w in written], _sum_counts)
     if config.indicators.downsamples:
         # The draws need every bucket's users per item: the blocks are summarised once those are summed.
-        final = [f"{folder}/occurrences/final-{b:06d}.npz" for b in range(len(recent.kept))]
+        final = [f"{folder}/occurrences/final-{b:06d}.arrays" for b in range(len(recent.kept))]
         summaries = [
             delayed(_summarise_block)(source, target, item_counts.popularity, config.indicators, fields)
             for source, target in zip(raw, final)
@@ -701,7 +701,7 @@ def _after(_: Any, value: _T) -> _T:
 def _recent_bucket(routed: list[str], bucket: int, config: IngestConfig, newest: int, url: str, window: str) -> tuple[int, pd.Index]:
     """Keep the recent rows and trending pairs of a bucket's visitors, gathered from every
     partition (see :func:`_keep_bucket`); the rows kept and their distinct items."""
-    rows = pd.concat([scratch.read_routed(part, bucket) for part in routed], ignore_index=True)
+    rows = scratch.read_routed(routed, bucket)
     return _keep_bucket(rows, 0, _NO_PAIRS, config, newest, url, window)
 
 
@@ -727,7 +727,8 @@ def _keep_bucket(
     scratch.write_frame(window, latest_pairs(pairs))
     kept = keep_recent(rows, config.recent)  # rows in input order
     scratch.write_frame(url, kept)
-    items: pd.Index = pd.Index(kept["itemid"]).unique().sort_values()
+    # The column's own unique (one hash pass): an Index's checks first whether it is unique.
+    items: pd.Index = pd.Index(kept["itemid"].unique()).sort_values()
     return len(kept), items
 
 

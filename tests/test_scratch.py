@@ -19,20 +19,26 @@ def test_routed_batches_come_back_by_bucket(tmp_path: Path) -> None:
     frame = pd.DataFrame({"visitorid": [5, 5, 7, 9], "itemid": [1, 2, 3, 4], "timestamp": [1, 2, 3, 4]})
     url = str(tmp_path / "routed" / "part-0.arrow")
     scratch.write_routed(url, pa.Table.from_pandas(frame), np.array([0, 2, 2, 4]))  # bucket 1 is empty
-    assert scratch.read_routed(url, 0).equals(frame.iloc[:2].reset_index(drop=True))
-    assert len(scratch.read_routed(url, 1)) == 0
-    assert scratch.read_routed(url, 2).equals(frame.iloc[2:].reset_index(drop=True))
+    assert scratch.read_routed([url], 0).equals(frame.iloc[:2].reset_index(drop=True))
+    assert len(scratch.read_routed([url], 1)) == 0
+    assert scratch.read_routed([url], 2).equals(frame.iloc[2:].reset_index(drop=True))
+    again = str(tmp_path / "routed" / "part-1.arrow")
+    scratch.write_routed(again, pa.Table.from_pandas(frame), np.array([0, 1, 3, 4]))
+    both = scratch.read_routed([url, again], 2)  # a bucket's batches, in partition order
+    assert both.equals(pd.concat([frame.iloc[2:], frame.iloc[3:]], ignore_index=True))
 
 
 def test_blocks_and_splits_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
     block = sp.csr_array(sp.random_array((30, 40), density=0.2, rng=rng, format="csr") * 5).astype(np.int32)
     keys = np.arange(30, dtype=np.int64) * 3
-    scratch.write_block(str(tmp_path / "b.npz"), block, keys)
-    read, read_keys = scratch.read_block(str(tmp_path / "b.npz"))
+    scratch.write_block(str(tmp_path / "b.arrays"), block, keys)
+    read, read_keys = scratch.read_block(str(tmp_path / "b.arrays"))
     assert (read != block).nnz == 0 and np.array_equal(read_keys, keys)
-    scratch.write_block(str(tmp_path / "l.npz"), block, by_item=sp.csc_array(block))
-    by_user, by_item = scratch.read_layouts(str(tmp_path / "l.npz"))
+    scratch.write_block(str(tmp_path / "l.arrays"), block, by_item=sp.csc_array(block))
+    by_user, by_item = scratch.read_layouts(str(tmp_path / "l.arrays"))
     assert (by_user != block).nnz == 0 and (by_item != block).nnz == 0 and by_item.format == "csc"
+    n_users, column_entries = scratch.read_sizes(str(tmp_path / "l.arrays"))  # skips the other arrays
+    assert n_users == 30 and np.array_equal(column_entries, np.diff(sp.csc_array(block).indptr))
     pieces = [block[:10], block[10:]]
     scratch.write_split(str(tmp_path / "s.arrow"), pieces)
     for number, piece in enumerate(pieces):
@@ -68,3 +74,15 @@ def test_a_whole_part_is_written_as_the_output_and_moved_into_place(tmp_path: Pa
     write_output(str(tmp_path / "out"), [str(part)], {"counts": {}}, moved=True)
     assert not part.exists()
     assert pa.parquet.read_table(tmp_path / "out" / "indicators.parquet").equals(pa.concat_tables(slices))
+
+
+def test_block_files_work_on_any_filesystem_and_a_cut_one_is_an_error(tmp_path: Path, rng: np.random.Generator) -> None:
+    block = sp.csr_array(sp.random_array((20, 9), density=0.3, rng=rng, format="csr") * 7).astype(np.int64)
+    scratch.write_block("memory://scratch/b.arrays", block, by_item=sp.csc_array(block))
+    by_user, by_item = scratch.read_layouts("memory://scratch/b.arrays")
+    assert (by_user != block).nnz == 0 and (by_item != block).nnz == 0
+    url = tmp_path / "cut.arrays"
+    scratch.write_block(str(url), block)
+    url.write_bytes(url.read_bytes()[:-4])
+    with pytest.raises(OSError, match="ends inside its array 'data'"):
+        scratch.read_block(str(url))
