@@ -10,7 +10,9 @@ the peak resident memory of their process trees:
 * ``daskrec build BASE UPDATE`` (the full build of the combined log);
 
 and their ``indicators.parquet`` are compared (same lists, scores within 1e-9 relative). Each
-row reports the update's stage timings from its manifest: where the time goes.
+row reports the update's stage timings from its manifest (where the time goes), and how much of
+the base build's table the update changed: documents with any other content, items whose set of
+indicators (or of its ten best) is another.
 
     python bench/bench_update.py --events 50000000 --fractions 0.01,0.1 --json bench/results/update-50M.json
 """
@@ -95,6 +97,20 @@ def changed_rows(before: Path, after: Path) -> dict[str, int]:
     }
 
 
+def changed_sets(before: Path, after: Path) -> dict[str, float]:
+    """Among the items of both tables, the share whose set of primary indicators differs, and the
+    same for the ten best of each list: how far an update's change reaches into the lists
+    themselves, whatever their scores."""
+    old = pq.read_table(before).to_pandas().set_index("item")["indicators"]
+    new = pq.read_table(after).to_pandas().set_index("item")["indicators"]
+    common = new.index.intersection(old.index)
+    pairs = list(zip(old.loc[common], new.loc[common]))
+    return {
+        f"{name}_sets_changed": round(float(np.mean([set(a[:n]) != set(b[:n]) for a, b in pairs])), 4)
+        for name, n in (("indicator", None), ("top10", 10))
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -131,6 +147,7 @@ def main() -> None:
                     "users_changed": last["counts"]["users_changed"],
                     "item_rows_recomputed": last["counts"]["item_rows_recomputed"],
                     "documents_changed": changed_rows(folder / "base" / "indicators.parquet", folder / "updated" / "indicators.parquet"),
+                    **changed_sets(folder / "base" / "indicators.parquet", folder / "updated" / "indicators.parquet"),
                     "update_stages_s": last["timings_s"],
                     "full_stages_s": json.loads((folder / "full" / "manifest.json").read_text())["timings_s"],
                 }

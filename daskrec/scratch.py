@@ -150,8 +150,7 @@ def _narrow(values: np.ndarray) -> np.ndarray:
 
 def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
     """An occurrence block and its user keys (None if none were written)."""
-    with fsspec.open(url, "rb") as f:
-        stored = _read_arrays(f)
+    stored = _read_arrays(url)
     n_users, n_items = (int(n) for n in stored["shape"])
     block = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
     return block, stored.get("user_keys")
@@ -159,15 +158,13 @@ def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
 
 def read_sizes(url: str) -> tuple[int, np.ndarray]:
     """The users and the entries per item column of a block written with its item layout."""
-    with fsspec.open(url, "rb") as f:
-        stored = _read_arrays(f, {"shape", "item_indptr"})
+    stored = _read_arrays(url, {"shape", "item_indptr"})
     return int(stored["shape"][0]), np.diff(stored["item_indptr"]).astype(np.int64)
 
 
 def read_layouts(url: str) -> tuple[sp.csr_array, sp.csc_array]:
     """An occurrence block written with its item layout, in both layouts."""
-    with fsspec.open(url, "rb") as f:
-        stored = _read_arrays(f)
+    stored = _read_arrays(url)
     n_users, n_items = (int(n) for n in stored["shape"])
     by_user = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
     by_item = sp.csc_array((stored["item_data"], stored["item_users"], stored["item_indptr"]), shape=(n_users, n_items))
@@ -190,23 +187,23 @@ def _write_arrays(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
         np.lib.format.write_array(f, np.ascontiguousarray(values), allow_pickle=False)
 
 
-def _read_arrays(f: IO[bytes], wanted: set[str] | None = None) -> dict[str, np.ndarray]:
-    """The arrays written by :func:`_write_arrays` (only those ``wanted``, if given: the others
-    are skipped, not read)."""
-    names = json.loads(f.read(int.from_bytes(f.read(_NAMES_LENGTH), "little")))
+def _read_arrays(url: str, wanted: set[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a file written by :func:`_write_arrays` (only those ``wanted``, if given:
+    the others are skipped, not read)."""
     arrays = {}
-    for name in names:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-        size = math.prod(shape) * dtype.itemsize
-        if wanted is not None and name not in wanted:
-            f.seek(size, io.SEEK_CUR)
-            continue
-        values = np.empty(shape, dtype=dtype)
-        if f.readinto(memoryview(values).cast("B")) != size:
-            raise OSError(f"{f}: the block file ends inside its array {name!r}")
-        arrays[name] = values
+    with fsspec.open(url, "rb") as f:
+        names = json.loads(f.read(int.from_bytes(f.read(_NAMES_LENGTH), "little")))
+        for name in names:
+            if wanted is None or name in wanted:
+                try:
+                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+                except ValueError as error:  # numpy's word for a file that ends too soon
+                    raise OSError(f"{url}: the block file ends inside its array {name!r}") from error
+                continue
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            f.seek(math.prod(shape) * dtype.itemsize, io.SEEK_CUR)
     return arrays
 
 
