@@ -84,5 +84,5 @@ def test_block_files_work_on_any_filesystem_and_a_cut_one_is_an_error(tmp_path: 
     url = tmp_path / "cut.arrays"
     scratch.write_block(str(url), block)
     url.write_bytes(url.read_bytes()[:-4])
-    with pytest.raises(OSError, match="ends inside its array 'data'"):
+    with pytest.raises(OSError, match="cut short or damaged in its array 'data'"):
         scratch.read_block(str(url))
