@@ -18,7 +18,8 @@ rows are kept. Row ``i`` of ``occᵀ·occ`` restricted to field ``f`` is then ro
 
 Counts are int64 throughout: an int8 or int16 occurrence matrix wraps silently in sparse products.
 The one exception is the matrix :func:`stack_occurrences` stacks ``narrow`` for the kernels of
-:mod:`daskrec.indicators` alone (int32, half the memory; their arithmetic is int64).
+:mod:`daskrec.indicators` alone (int32 indices and int16 counts, 12 bytes an entry in both
+layouts instead of 32; their arithmetic is int64).
 """
 
 from __future__ import annotations
@@ -149,15 +150,16 @@ def stack_occurrences(
     threads
         Threads that copy the item layouts.
     narrow
-        Hold the indices and counts as int32 where they fit (half the memory: 16 bytes an entry
-        instead of 32), for a matrix only the kernels of :mod:`daskrec.indicators` read (their
-        arithmetic is int64 whatever the arrays hold). Scipy's own products on it would wrap.
+        Hold the indices as int32 where they fit and the counts as int16 (12 bytes an entry in
+        both layouts instead of 32), for a matrix only the kernels of :mod:`daskrec.indicators`
+        read (their arithmetic is int64 whatever the arrays hold). Scipy's own products on it
+        would wrap.
 
     Raises
     ------
     ValueError
         The blocks hold other users or entries than ``n_users`` and ``column_entries`` say, or a
-        count too large for int32 when ``narrow``.
+        count too large for int16 when ``narrow``.
 
     Examples
     --------
@@ -173,7 +175,8 @@ def stack_occurrences(
     entries = int(item_indptr[-1])
     int32_max = int(np.iinfo(np.int32).max)
     small: type[np.integer] = np.int32 if narrow and max(entries, n_users, n_items) <= int32_max else np.int64
-    count: type[np.integer] = np.int32 if narrow else COUNT_DTYPE
+    count: type[np.integer] = np.int16 if narrow else COUNT_DTYPE
+    count_max = int(np.iinfo(count).max)
     item_indptr = item_indptr.astype(small)  # scipy keeps int32 indices only beside an int32 indptr
     indptr = np.zeros(n_users + 1, dtype=small)
     indices = np.empty(entries, dtype=small)
@@ -187,8 +190,9 @@ def stack_occurrences(
     with ThreadPoolExecutor(threads) as pool:
         for block in blocks:
             by_user, by_item = block.by_user, block.by_item
-            if narrow and by_user.data.dtype.itemsize > 4 and by_user.nnz and int(by_user.data.max()) > int32_max:
-                raise ValueError(f"a count of {int(by_user.data.max())} does not fit int32: stack without narrow")
+            # Both layouts hold the same counts; the copies below would wrap a count that does not fit.
+            if by_user.data.dtype.itemsize > data.dtype.itemsize and by_user.nnz and int(by_user.data.max()) > count_max:
+                raise ValueError(f"a count of {int(by_user.data.max())} does not fit {data.dtype}: stack without narrow")
             stop_user, at = first_user + block.n_users, int(indptr[first_user])
             if stop_user > n_users or at + by_user.nnz > entries:
                 raise ValueError(mismatch)

@@ -307,8 +307,9 @@ def _indicator_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
 
 _PENDING_ROWS = 128
 """Heap rows per block of pending candidates: a block's heaps (~1.2 KB a row at top 100) fit in a core's L2."""
-_PENDING_SLOTS = 512
-"""Candidates a block holds before they are offered to its heaps."""
+_PENDING_SLOTS = 256
+"""Candidates a block holds before they are offered to its heaps (512 took 14 MB more of a 50M-event
+build's kernel and no less time: 8.15–9.26 s against 8.06–8.38 s, alternating)."""
 _XLOGX_TABLE = 1 << 20
 """Largest count whose xLogX the pair kernel reads from a table (the tables take 24 MB at most)."""
 
@@ -321,7 +322,7 @@ def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int, sli
     rows) and its accumulator with the gathered copy of a row's nonzeros (48 bytes a column); a
     nonzero count per row, every row's cross-occurrence output, and one slice's output
     (``slice_rows`` rows, every field), and the logarithm tables. A thread's user cursors (8 bytes
-    a user) are left to the matrix's own estimate."""
+    a user, 4 in a narrow matrix) are left to the matrix's own estimate."""
     heaps = threads * n_items * (top_k * (8 + 4) + 8 + 32) + n_items * 8
     pending = threads * (n_items // _PENDING_ROWS + 1) * _PENDING_SLOTS * 16
     accumulators = threads * n_fields * n_items * 48
@@ -370,10 +371,12 @@ def all_indicators(
     if not by_user.has_sorted_indices:
         by_user = by_user.sorted_indices()
     arrays = (by_user.indptr, by_user.indices, by_user.data, by_item.indptr, by_item.indices, by_item.data)
-    # All int32 (a matrix stacked narrow by the pipeline: half the memory) or all int64: two
-    # compiled specialisations, not one per mix; the kernel's arithmetic is int64 either way.
-    wide = any(a.dtype.itemsize > 4 for a in arrays)
-    matrix = tuple(np.asarray(a, dtype=np.int64 if wide else np.int32) for a in arrays)
+    # int32 indices with int16 counts (a matrix stacked narrow by the pipeline: 12 bytes an entry
+    # instead of 32) or all int64: two compiled specialisations, not one per mix; the kernel's
+    # arithmetic is int64 either way.
+    positions, occurrence_counts = (*arrays[0:2], *arrays[3:5]), (arrays[2], arrays[5])
+    narrow = all(a.dtype == np.int32 for a in positions) and all(a.dtype == np.int16 for a in occurrence_counts)
+    matrix = arrays if narrow else tuple(np.asarray(a, dtype=np.int64) for a in arrays)
     totals = margins.totals.astype(np.int64)
     work = _pair_work(matrix[0], matrix[1], n_items)
     xlogx_tables = _xlogx_tables(int(margins.row_sum[:n_items].max(initial=0)), int(totals[0]))
@@ -501,7 +504,7 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     n_users = len(user_indptr) - 1
     cooc_row = np.zeros(n_columns, dtype=np.int64)
     touched = np.empty(n_columns, dtype=np.int64)
-    cursor = np.full(n_users, -1, dtype=np.int64)  # a user's entry of the current row (-1: not met yet)
+    cursor = np.full(n_users, -1, dtype=user_indptr.dtype)  # a user's entry of the current row (-1: not met yet)
     most_users = 0
     for c in range(n_items):
         most_users = max(most_users, item_indptr[c + 1] - item_indptr[c])

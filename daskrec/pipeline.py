@@ -85,7 +85,7 @@ _BYTES_PER_GATHERED_ENTRY = 40
 left a 100M-event build 8% over its limit); also bounds a split group's buffers."""
 _BYTES_PER_SHARED_ENTRY = 32
 """Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each;
-stacked narrow it takes 16, the rest a margin for the kernels' own arrays)."""
+stacked narrow it takes 12, the rest a margin for the kernels' own arrays)."""
 _FAN_IN = 8
 """Partial results summed per task: bounds how many item-wide arrays are alive at once."""
 
@@ -481,8 +481,8 @@ def _indicator_stages(
         # own pieces.
         rows: Delayed | list[str]
         if shared:
-            # A count is at most a visitor's kept rows, so int32 holds every count when they fit.
-            rows = delayed(_all_rows)(blocks, threads, config.ingest.recent <= np.iinfo(np.int32).max)
+            # A count is at most a visitor's kept rows, so int16 holds every count when they fit.
+            rows = delayed(_all_rows)(blocks, threads, config.ingest.recent <= np.iinfo(np.int16).max)
         else:
             cuts = np.array([start for start, _ in plan] + [plan[-1][1]], dtype=np.int64)
             split = [f"{folder}/split/bucket-{b:06d}.arrow" for b in range(len(blocks))]
@@ -817,7 +817,7 @@ def _sum_item_counts(counts: list[ItemCounts]) -> ItemCounts:
 def _all_rows(blocks: list[str], threads: int, narrow: bool) -> co.Occurrences:
     """The whole occurrence matrix, from its block files (stacked on ``threads`` threads: the
     task runs alone, before the kernel that needs it), one block in memory at a time; int32
-    where it fits if ``narrow`` (see :func:`co.stack_occurrences`)."""
+    indices where they fit and int16 counts if ``narrow`` (see :func:`co.stack_occurrences`)."""
     n_users, column_entries = scratch.read_sizes(blocks[0])
     for url in blocks[1:]:
         more_users, more_entries = scratch.read_sizes(url)

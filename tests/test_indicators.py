@@ -105,6 +105,12 @@ def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Gener
     for block, expected in zip(pairs, per_row, strict=True):
         assert _fields_equal(block, expected)
     assert sum(b.cooccurrence_nonzeros for b in pairs) == sum(b.cooccurrence_nonzeros for b in per_row)
+    # The pipeline's shared matrix (int32 indices, int16 counts) gives both kernels the same bits.
+    narrow = co.stack_occurrences([occurrences], n_users, np.diff(occurrences.by_item.indptr), narrow=True)
+    narrow_pairs = all_indicators(narrow, margins, top_k, min_score, int(rng.integers(1, 4)), slices)
+    for block, (start, stop), expected in zip(narrow_pairs, slices, per_row, strict=True):
+        assert _fields_equal(block, expected)
+        assert _fields_equal(indicator_block(narrow, margins, start, stop, top_k, min_score), expected)
 
 
 @pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
