@@ -145,3 +145,18 @@ def test_each_pair_once_needs_a_symmetric_table() -> None:
     skewed = co.Marginals(row_sum=margins.row_sum + 1, column_sum=margins.column_sum, totals=margins.totals)
     with pytest.raises(ValueError, match="not symmetric"):
         next(all_indicators(occurrences, skewed, 3, 0.0, 1))
+
+
+def test_a_narrow_matrix_never_wraps_its_products() -> None:
+    """Counts near int16's largest (a visitor's kept rows, with --recent up to 32767) multiply to
+    far beyond it: both kernels read the narrow matrix's counts into int64 arithmetic."""
+    users = np.repeat([0, 0, 1, 1, 2], [32000, 31000, 30000, 29000, 5])
+    items = np.repeat([0, 1, 0, 1, 2], [32000, 31000, 30000, 29000, 5])
+    wide = co.stack_blocks([co.occurrence_block(users, items, 3, 3)])
+    narrow = co.stack_occurrences([wide], 3, np.diff(wide.by_item.indptr), narrow=True)
+    assert narrow.by_user.data.dtype == np.int16
+    margins = co.marginals(wide, "cooccurrence")
+    expected = indicator_block(wide, margins, 0, 3, 2, 0.0)
+    assert expected.cooccurrence_nonzeros == 2
+    assert _fields_equal(next(all_indicators(narrow, margins, 2, 0.0, 2)), expected)
+    assert _fields_equal(indicator_block(narrow, margins, 0, 3, 2, 0.0), expected)
