@@ -62,12 +62,13 @@ def main() -> None:
         before = item_rows(base_log, config)
     (v_after, users_after, items_after, margin_after, total_after) = after
     (v_before, users_before, items_before, margin_before, total_before) = before
-    sample = np.sort(np.random.default_rng(args.seed).choice(np.flatnonzero(v_before.get_indexer(v_after) >= 0), args.sample, replace=False))
+    before_code = v_before.get_indexer(v_after)  # of each item after the update, -1 if new
+    sample = np.sort(np.random.default_rng(args.seed).choice(np.flatnonzero(before_code >= 0), args.sample, replace=False))
     to_after = v_after.get_indexer(v_before)
     margin_before_after = np.zeros(len(v_after), np.int64)
     margin_before_after[to_after] = margin_before
     rows_after = sp.csr_array(items_after[:, sample].T @ users_after)
-    rows_before = sp.csr_array(items_before[:, v_before.get_indexer(v_after[sample])].T @ users_before)
+    rows_before = sp.csr_array(items_before[:, before_code[sample]].T @ users_before)
     totals = dict.fromkeys(["candidates", "old_list", "changed_count", "rescored", "rescored_if_margins"], 0)
     for n, item in enumerate(sample):
         count_after = pd.Series(rows_after.data[rows_after.indptr[n] : rows_after.indptr[n + 1]],

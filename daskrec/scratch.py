@@ -151,9 +151,7 @@ def _narrow(values: np.ndarray) -> np.ndarray:
 def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
     """An occurrence block and its user keys (None if none were written)."""
     stored = _read_arrays(url)
-    n_users, n_items = (int(n) for n in stored["shape"])
-    block = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
-    return block, stored.get("user_keys")
+    return _by_user(stored), stored.get("user_keys")
 
 
 def read_sizes(url: str) -> tuple[int, np.ndarray]:
@@ -165,10 +163,15 @@ def read_sizes(url: str) -> tuple[int, np.ndarray]:
 def read_layouts(url: str) -> tuple[sp.csr_array, sp.csc_array]:
     """An occurrence block written with its item layout, in both layouts."""
     stored = _read_arrays(url)
-    n_users, n_items = (int(n) for n in stored["shape"])
-    by_user = sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
-    by_item = sp.csc_array((stored["item_data"], stored["item_users"], stored["item_indptr"]), shape=(n_users, n_items))
+    by_user = _by_user(stored)
+    by_item = sp.csc_array((stored["item_data"], stored["item_users"], stored["item_indptr"]), shape=by_user.shape)
     return by_user, by_item
+
+
+def _by_user(stored: dict[str, np.ndarray]) -> sp.csr_array:
+    """The rows of a block file's arrays."""
+    n_users, n_items = (int(n) for n in stored["shape"])
+    return sp.csr_array((stored["data"], stored["indices"], stored["indptr"]), shape=(n_users, n_items))
 
 
 # A block file is its arrays' names (a JSON list, after its length as 8 little-endian bytes), then
