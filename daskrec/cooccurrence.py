@@ -173,10 +173,7 @@ def stack_occurrences(
     n_items = len(column_entries)
     item_indptr = np.r_[0, np.cumsum(column_entries)].astype(np.int64)
     entries = int(item_indptr[-1])
-    int32_max = int(np.iinfo(np.int32).max)
-    small: type[np.integer] = np.int32 if narrow and max(entries, n_users, n_items) <= int32_max else np.int64
-    count: type[np.integer] = np.int16 if narrow else COUNT_DTYPE
-    count_max = int(np.iinfo(count).max)
+    small, count = _stacked_types(narrow, entries, n_users, n_items)
     item_indptr = item_indptr.astype(small)  # scipy keeps int32 indices only beside an int32 indptr
     indptr = np.zeros(n_users + 1, dtype=small)
     indices = np.empty(entries, dtype=small)
@@ -190,9 +187,7 @@ def stack_occurrences(
     with ThreadPoolExecutor(threads) as pool:
         for block in blocks:
             by_user, by_item = block.by_user, block.by_item
-            # Both layouts hold the same counts; the copies below would wrap a count that does not fit.
-            if by_user.data.dtype.itemsize > data.dtype.itemsize and by_user.nnz and int(by_user.data.max()) > count_max:
-                raise ValueError(f"a count of {int(by_user.data.max())} does not fit {data.dtype}: stack without narrow")
+            _check_counts_fit(by_user.data, count)  # both layouts hold the same counts
             stop_user, at = first_user + block.n_users, int(indptr[first_user])
             if stop_user > n_users or at + by_user.nnz > entries:
                 raise ValueError(mismatch)
@@ -243,12 +238,13 @@ def _append_columns(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
     return True
 
 
-def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int) -> Occurrences:
+def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int, *, narrow: bool = False) -> Occurrences:
     """Stack row pieces (disjoint users, the same item columns) into what the co-occurrence rows
     of the items ``[start, stop)`` read: ``by_user`` holds the pieces' rows as they are, and
     ``by_item`` only the columns ``[start, stop)`` (the others are empty).
 
     The pieces are whole blocks, or the pieces :func:`split_by_items` cut for this item range.
+    ``narrow`` as in :func:`stack_occurrences` (and the same ``ValueError``).
     """
     indptrs, indices_list, data_list = [], [], []
     n_items = 0
@@ -257,25 +253,51 @@ def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int) -> Occurren
         indptrs.append(np.diff(piece.indptr))
         indices_list.append(piece.indices)
         data_list.append(piece.data)
-    indptr = np.r_[0, np.cumsum(np.concatenate(indptrs))].astype(np.int64)
-    indices = np.concatenate(indices_list, dtype=np.int64)  # widened while copied: no int32 copy
-    data = np.concatenate(data_list, dtype=COUNT_DTYPE)
-    del indptrs, indices_list, data_list
+    lengths = np.concatenate(indptrs)
+    small, count = _stacked_types(narrow, int(lengths.sum()), len(lengths), n_items)
+    indptr = np.r_[0, np.cumsum(lengths)].astype(small)
+    indices = np.concatenate(indices_list, dtype=small)  # converted while copied: no other copy
+    for values in data_list:
+        _check_counts_fit(values, count)
+    data = np.concatenate(data_list, dtype=count)
+    del indptrs, indices_list, data_list, lengths
     item_indptr, item_users, item_data = _columns(indptr, indices, data, start, min(stop, n_items), n_items)
     shape = (len(indptr) - 1, n_items)
     return Occurrences(
         by_user=sp.csr_array((data, indices, indptr), shape=shape),
-        by_item=sp.csc_array((item_data, item_users, item_indptr), shape=shape),
+        by_item=sp.csc_array((item_data, item_users.astype(small), item_indptr.astype(small)), shape=shape),
     )
 
 
-def split_by_items(block: sp.csr_array, cuts: np.ndarray, max_entries: int) -> Iterator[sp.csr_array]:
-    """For every item range ``[cuts[k], cuts[k+1])`` in turn, the whole rows of the block's users
-    who have an item in it (a user appears in every range it touches).
+def _stacked_types(narrow: bool, entries: int, n_users: int, n_items: int) -> tuple[type[np.integer], type[np.integer]]:
+    """Types of a stacked matrix's positions and counts: int32 positions where they fit and int16
+    counts when ``narrow``, else int64 both."""
+    int32_max = int(np.iinfo(np.int32).max)
+    small: type[np.integer] = np.int32 if narrow and max(entries, n_users, n_items) <= int32_max else np.int64
+    return small, (np.int16 if narrow else COUNT_DTYPE)
+
+
+def _check_counts_fit(values: np.ndarray, count: type[np.integer]) -> None:
+    """Raise ``ValueError`` if a count of ``values`` would wrap as ``count``."""
+    if values.dtype.itemsize > np.dtype(count).itemsize and len(values) and int(values.max()) > int(np.iinfo(count).max):
+        raise ValueError(f"a count of {int(values.max())} does not fit {np.dtype(count)}: stack without narrow")
+
+
+def split_by_items(block: sp.csr_array, cuts: np.ndarray, max_entries: int, *, narrow: bool = False) -> Iterator[sp.csr_array]:
+    """For every item range ``[cuts[k], cuts[k+1])`` in turn, the rows of the block's users who
+    have an item in it, each from that item on (items ascending): what the pairs of the range's
+    items with the items after them read (:func:`~daskrec.indicators.pair_block`). A user appears
+    in every range it touches, with less of its row each time: about half of what whole rows took.
 
     Ranges are filled a group at a time, each group holding at most about ``max_entries`` entries
-    (a single range may exceed it), so the block is scanned once per group.
+    (a single range may exceed it), so the block is scanned once per group. The pieces' items are
+    int32 when every column's code fits, and their counts int16 if ``narrow`` (see
+    :func:`stack_occurrences`, and its ``ValueError``): filling 16-byte entries cost ~3x the time.
     """
+    if not block.has_sorted_indices:
+        block = block.sorted_indices()
+    small, count = _stacked_types(narrow, 0, 0, block.shape[1])
+    _check_counts_fit(block.data, count)
     n_ranges = len(cuts) - 1
     range_of_item = np.full(block.shape[1], -1, dtype=np.int64)  # cross columns belong to no range
     range_of_item[: cuts[-1]] = np.repeat(np.arange(n_ranges, dtype=np.int64), np.diff(cuts))
@@ -286,8 +308,10 @@ def split_by_items(block: sp.csr_array, cuts: np.ndarray, max_entries: int) -> I
         last = first + 1
         while last < n_ranges and entries[first : last + 1].sum() <= max_entries:
             last += 1
-        lengths, indices, data = _split_fill(
-            indptr, block.indices, block.data, range_of_item, first, last, rows[first:last], entries[first:last]
+        filled = entries[first:last].sum()
+        indices, data = np.empty(filled, dtype=small), np.empty(filled, dtype=count)
+        lengths = _split_fill(
+            indptr, block.indices, block.data, range_of_item, first, last, rows[first:last], entries[first:last], (indices, data)
         )
         row_start, entry_start = 0, 0
         for k in range(first, last):
@@ -310,13 +334,12 @@ def _split_sizes(
     entries = np.zeros(n_ranges, dtype=np.int64)
     last_row = np.full(n_ranges, -1, dtype=np.int64)
     for row in range(len(indptr) - 1):
-        length = indptr[row + 1] - indptr[row]
         for q in range(indptr[row], indptr[row + 1]):
             k = range_of_item[indices[q]]
             if k >= 0 and last_row[k] != row:
                 last_row[k] = row
                 rows[k] += 1
-                entries[k] += length
+                entries[k] += indptr[row + 1] - q
     return rows, entries
 
 
@@ -330,8 +353,10 @@ def _split_fill(
     last: int,
     rows: np.ndarray,
     entries: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pieces of the ranges ``[first, last)``, one after another: row lengths, items, counts."""
+    out: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """The pieces of the ranges ``[first, last)``, one after another: their items and counts into
+    ``out``, converted as copied; returns their rows' lengths."""
     n = last - first
     row_cursor = np.zeros(n, dtype=np.int64)
     entry_cursor = np.zeros(n, dtype=np.int64)
@@ -339,24 +364,22 @@ def _split_fill(
         row_cursor[k] = row_cursor[k - 1] + rows[k - 1]
         entry_cursor[k] = entry_cursor[k - 1] + entries[k - 1]
     lengths = np.empty(rows.sum(), dtype=np.int64)
-    out_indices = np.empty(entries.sum(), dtype=indices.dtype)
-    out_data = np.empty(entries.sum(), dtype=data.dtype)
+    out_indices, out_data = out
     last_row = np.full(n, -1, dtype=np.int64)
     for row in range(len(indptr) - 1):
-        length = indptr[row + 1] - indptr[row]
         for q in range(indptr[row], indptr[row + 1]):
             k = range_of_item[indices[q]] - first
             if 0 <= k < n and last_row[k] != row:
                 last_row[k] = row
-                lengths[row_cursor[k]] = length
+                lengths[row_cursor[k]] = indptr[row + 1] - q
                 row_cursor[k] += 1
                 at = entry_cursor[k]
-                for r in range(indptr[row], indptr[row + 1]):
+                for r in range(q, indptr[row + 1]):
                     out_indices[at] = indices[r]
                     out_data[at] = data[r]
                     at += 1
                 entry_cursor[k] = at
-    return lengths, out_indices, out_data
+    return lengths
 
 
 @numba.njit(nogil=True, cache=True)
@@ -451,6 +474,10 @@ class BlockSummary:
     and a bound on the entries of the rows it reads (float64, exact below 2**53)."""
     entries: int
     """Stored (user, item) entries."""
+    suffix_entries: np.ndarray
+    """Per item, ``Σ_{u has i}`` the entries of ``u`` from ``i`` on (its items ascending): what
+    the pairs of ``i`` with the items after it read, and a bound on what a block of rows holding
+    ``i`` gathers for it (:func:`split_by_items`; float64, exact below 2**53)."""
 
 
 def summarise(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> BlockSummary:
@@ -461,7 +488,13 @@ def summarise(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> Bl
     primary = int(by_item.indptr[n_items])
     item_of_entry = np.repeat(np.arange(n_items), np.diff(by_item.indptr[: n_items + 1]))
     work = np.bincount(item_of_entry, weights=items_per_user[by_item.indices[:primary]], minlength=n_items)
-    return BlockSummary(margins=marginals(occurrences, llr_table, n_fields), work=work, entries=int(occurrences.by_user.nnz))
+    by_user = occurrences.by_user if occurrences.by_user.has_sorted_indices else occurrences.by_user.sorted_indices()
+    row_stop = np.repeat(by_user.indptr[1:], np.diff(by_user.indptr))
+    from_here = (row_stop - np.arange(by_user.nnz)).astype(np.float64)
+    primary_entry = by_user.indices < n_items
+    suffix_entries = np.bincount(by_user.indices[primary_entry], weights=from_here[primary_entry], minlength=n_items)
+    return BlockSummary(margins=marginals(occurrences, llr_table, n_fields), work=work, entries=int(by_user.nnz),
+                        suffix_entries=suffix_entries)
 
 
 def combine_summaries(summaries: list[BlockSummary]) -> BlockSummary:
@@ -474,14 +507,16 @@ def combine_summaries(summaries: list[BlockSummary]) -> BlockSummary:
     row_sum, totals = first.row_sum.copy(), first.totals.copy()
     column_sum = row_sum if symmetric else first.column_sum.copy()
     work = summaries[0].work.astype(np.float64)  # np.bincount gives int64 for an empty block
+    suffix_entries = summaries[0].suffix_entries.astype(np.float64)
     for summary in summaries[1:]:
         row_sum += summary.margins.row_sum
         if not symmetric:
             column_sum += summary.margins.column_sum
         totals += summary.margins.totals
         work += summary.work
+        suffix_entries += summary.suffix_entries
     margins = Marginals(row_sum=row_sum, column_sum=column_sum, totals=totals)
-    return BlockSummary(margins=margins, work=work, entries=sum(s.entries for s in summaries))
+    return BlockSummary(margins=margins, work=work, entries=sum(s.entries for s in summaries), suffix_entries=suffix_entries)
 
 
 def segment_sums(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ below ``min_score``) is never an indicator.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -31,7 +31,20 @@ import numpy as np
 from .cooccurrence import Marginals, Occurrences
 from .llr import llr_from_entropies, llr_from_margins, negated, signed_root, xlogx
 
-__all__ = ["FieldIndicators", "IndicatorBlock", "all_indicators", "indicator_block", "pair_kernel_bytes"]
+__all__ = [
+    "Candidates",
+    "FieldIndicators",
+    "IndicatorBlock",
+    "PairBlock",
+    "PairTables",
+    "all_indicators",
+    "indicator_block",
+    "merged_block",
+    "pair_block",
+    "pair_block_bytes",
+    "pair_kernel_bytes",
+    "pair_tables",
+]
 
 
 @dataclass(frozen=True)
@@ -330,6 +343,20 @@ def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int, sli
     return 24 * _XLOGX_TABLE + heaps + pending + accumulators + (n_fields - 1) * n_items * row_output + n_fields * slice_rows * (row_output + 8)
 
 
+def pair_block_bytes(n_items: int, n_fields: int, top_k: int, rows: int, largest_margin: int) -> int:
+    """Memory :func:`pair_block` holds beyond the rows it is given, at most, for a block of
+    ``rows`` rows: its accumulator with the gathered copy of a row's nonzeros (56 bytes a column),
+    its heaps (``top_k`` slots of a score and an int32 code, a size, a 32-byte record and a
+    threshold per row), its pending candidates, and its rows' outputs (every field's ``top_k``
+    slots of an int64 code and a score, then as candidates); and the :class:`PairTables`, shared
+    by every block (a 32-byte record an item, 16 bytes a column, 24 bytes a count up to the
+    ``largest_margin`` of an item, or :data:`_XLOGX_TABLE`)."""
+    columns = n_fields * n_items
+    per_row = top_k * (8 + 4) + 8 + 32 + 8 + _PENDING_SLOTS * 16 // _PENDING_ROWS + n_fields * top_k * (16 + 16)
+    tables = n_items * 32 + columns * 16 + 24 * (min(largest_margin, _XLOGX_TABLE) + 1)
+    return columns * 56 + tables + rows * per_row
+
+
 def all_indicators(
     occurrences: Occurrences,
     margins: Marginals,
@@ -363,23 +390,13 @@ def all_indicators(
     ValueError
         The primary margins are not symmetric (``row_sum ≠ column_sum`` on the primary columns).
     """
-    by_user, by_item = occurrences.by_user, occurrences.by_item
     n_fields = len(margins.totals)
     n_items = occurrences.n_items // n_fields
-    if not np.array_equal(margins.row_sum[:n_items], margins.column_sum[:n_items]):
-        raise ValueError("the primary table's row and column margins differ: it is not symmetric")
-    if not by_user.has_sorted_indices:
-        by_user = by_user.sorted_indices()
-    arrays = (by_user.indptr, by_user.indices, by_user.data, by_item.indptr, by_item.indices, by_item.data)
-    # int32 indices with int16 counts (a matrix stacked narrow by the pipeline: 12 bytes an entry
-    # instead of 32) or all int64: two compiled specialisations, not one per mix; the kernel's
-    # arithmetic is int64 either way.
-    positions, occurrence_counts = (*arrays[0:2], *arrays[3:5]), (arrays[2], arrays[5])
-    narrow = all(a.dtype == np.int32 for a in positions) and all(a.dtype == np.int16 for a in occurrence_counts)
-    matrix = arrays if narrow else tuple(np.asarray(a, dtype=np.int64) for a in arrays)
+    _check_symmetric(margins, n_items)
+    matrix = _kernel_matrix(occurrences)
     totals = margins.totals.astype(np.int64)
     work = _pair_work(matrix[0], matrix[1], n_items)
-    xlogx_tables = _xlogx_tables(int(margins.row_sum[:n_items].max(initial=0)), int(totals[0]))
+    tables = pair_tables(margins).arrays()
     bounds = np.searchsorted(np.cumsum(work), np.arange(1, threads) * (work.sum() / threads), side="right")
     starts = np.r_[0, bounds].astype(np.int64)
     stops = np.r_[bounds, n_items].astype(np.int64)
@@ -398,9 +415,9 @@ def all_indicators(
     def run(t: int) -> None:
         rows = slice(heap_first[t], heap_first[t + 1])
         _pair_rows(
-            matrix, (margins.row_sum, margins.column_sum, totals), xlogx_tables, n_items, int(starts[t]), int(stops[t]), top_k,
-            float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows]), row_nonzeros,
-            cross_counts, cross_items, cross_scores,
+            matrix, (margins.row_sum, margins.column_sum, totals), tables, n_items, (int(starts[t]), int(stops[t]), n_items),
+            top_k, float(min_score), (heaps.score[rows], heaps.item[rows], heaps.size[rows]), row_nonzeros,
+            cross_counts, cross_items, cross_scores, 0,
         )
 
     with ThreadPoolExecutor(threads) as pool:
@@ -426,6 +443,47 @@ def all_indicators(
 
 
 @dataclass(frozen=True)
+class PairTables:
+    """What scoring a pair reads of the margins, worked out once per build rather than per block
+    of rows (at a million items their logarithms took ~0.1 s a block; :func:`pair_tables`)."""
+
+    xlogx_total: np.ndarray
+    """xLogX of each field's total."""
+    xlogx_column: np.ndarray
+    """Of each joint column's margin."""
+    xlogx_column_rest: np.ndarray
+    """Of its field's total less its margin."""
+    records: np.ndarray
+    """Per primary item, what a pair reads of its other item side by side, so that the random
+    read of a row costs one cache miss, not three (measured: those misses were half the kernel's
+    time): its margin, its entropy (row and column alike, the table being symmetric, in the order
+    ``llr_from_margins`` computes it), -inf (the slot of the threshold of a resident row's heap),
+    and a fourth slot unused, so that no record straddles two cache lines."""
+    xlogx_count: np.ndarray
+    """xLogX of the counts a primary pair's table holds most often (see :func:`_xlogx_tables`)."""
+    xlogx_rest: np.ndarray
+    """And of the total less their sums."""
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The tables in the kernel's order."""
+        return (self.xlogx_total, self.xlogx_column, self.xlogx_column_rest, self.records, self.xlogx_count, self.xlogx_rest)
+
+
+def pair_tables(margins: Marginals) -> PairTables:
+    """The tables of :class:`PairTables` for these margins."""
+    n_items = len(margins.row_sum) // len(margins.totals)
+    totals = margins.totals.astype(np.int64)
+    xlogx_total, xlogx_column, xlogx_column_rest = _margin_logs(margins.column_sum, totals, n_items)
+    records = np.empty((n_items, 4), dtype=np.float64)
+    records[:, 0] = margins.row_sum[:n_items]
+    records[:, 1] = xlogx_total[0] - xlogx_column[:n_items] - xlogx_column_rest[:n_items]
+    records[:, 2] = -np.inf
+    records[:, 3] = 0.0
+    xlogx_count, xlogx_rest = _xlogx_tables(int(margins.row_sum[:n_items].max(initial=0)), int(totals[0]))
+    return PairTables(xlogx_total, xlogx_column, xlogx_column_rest, records, xlogx_count, xlogx_rest)
+
+
+@dataclass(frozen=True)
 class _Heaps:
     """The pair kernel's resident heaps: per heap row, ``top_k`` slots of score and item code, and
     the size."""
@@ -433,6 +491,188 @@ class _Heaps:
     score: np.ndarray
     item: np.ndarray
     size: np.ndarray
+
+
+def _check_symmetric(margins: Marginals, n_items: int) -> None:
+    """Raise ``ValueError`` unless the primary table's row and column margins are equal."""
+    if not np.array_equal(margins.row_sum[:n_items], margins.column_sum[:n_items]):
+        raise ValueError("the primary table's row and column margins differ: it is not symmetric")
+
+
+def _kernel_matrix(occurrences: Occurrences) -> tuple[np.ndarray, ...]:
+    """The pair kernel's matrix: ``by_user`` (each user's items ascending) then ``by_item`` as
+    (indptr, indices, data), as int32 positions with int16 counts (a matrix stacked narrow: 12
+    bytes an entry instead of 32) or all int64: two compiled specialisations, not one per mix; the
+    kernel's arithmetic is int64 either way."""
+    by_user, by_item = occurrences.by_user, occurrences.by_item
+    if not by_user.has_sorted_indices:
+        by_user = by_user.sorted_indices()
+    arrays = (by_user.indptr, by_user.indices, by_user.data, by_item.indptr, by_item.indices, by_item.data)
+    positions, occurrence_counts = (*arrays[0:2], *arrays[3:5]), (arrays[2], arrays[5])
+    narrow = all(a.dtype == np.int32 for a in positions) and all(a.dtype == np.int16 for a in occurrence_counts)
+    return arrays if narrow else tuple(np.asarray(a, dtype=np.int64) for a in arrays)
+
+
+# ------------------------------------------------------ a block of rows by pairs, in bounded memory
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Indicator candidates of item rows, in no particular order."""
+
+    rows: np.ndarray
+    """The item code of the row each is a candidate of (int32)."""
+    items: np.ndarray
+    """The candidate's joint column code (int32: field ``f``'s item ``j`` is ``f·n + j``)."""
+    scores: np.ndarray
+    """Its root-LLR score (float64)."""
+
+    def by_block(self, cuts: np.ndarray) -> Iterator[Candidates]:
+        """These candidates grouped by the row ranges ``[cuts[k], cuts[k+1])``, one group a range,
+        each made when asked for (rows outside every range are dropped)."""
+        order, bounds = _counting_order(self.rows, np.asarray(cuts, dtype=np.int64))
+        for first, stop in zip(bounds[:-1], bounds[1:]):
+            chosen = order[first:stop]
+            yield Candidates(self.rows[chosen], self.items[chosen], self.scores[chosen])
+
+
+@dataclass(frozen=True)
+class PairBlock:
+    """What :func:`pair_block` finds for the item rows ``[start, stop)``."""
+
+    start: int
+    stop: int
+    own: Candidates
+    """Every field's best ``top_k`` of each row of the block from the pairs it took: final for
+    the cross fields, to be merged with the earlier blocks' ``later`` for the primary one."""
+    later: Candidates
+    """Primary candidates of the rows after the block, from their pairs with the block's rows."""
+    cooccurrence_nonzeros: int
+    """Nonzeros of the rows' pairs with later items, each primary pair counted twice."""
+
+
+def pair_block(  # noqa: PLR0913
+    occurrences: Occurrences, margins: Marginals, tables: PairTables, start: int, stop: int, top_k: int, min_score: float
+) -> PairBlock:
+    """The pairs ``(i, j)`` with ``i`` in ``[start, stop)`` and ``j > i`` (and the cross columns),
+    each scored once in each orientation as :func:`all_indicators` scores them: what a build that
+    cannot hold every row's heap does, one block of rows at a time. The block's rows keep their
+    best ``top_k`` in heaps; a later row's candidates that pass the score test are returned for
+    its own block to merge (:func:`merged_block`), since its threshold is not known yet.
+
+    ``occurrences`` needs only, for the users of the block's items, their items from their first
+    one in the block on (ascending; :func:`~daskrec.cooccurrence.split_by_items` cuts that), and
+    the block's columns in item layout.
+
+    Raises
+    ------
+    ValueError
+        The primary table is not symmetric, or the joint columns do not fit int32 codes.
+    """
+    n_fields = len(margins.totals)
+    n_items = occurrences.n_items // n_fields
+    _check_symmetric(margins, n_items)
+    if occurrences.n_items > np.iinfo(np.int32).max:
+        raise ValueError(f"{occurrences.n_items} item columns do not fit the candidates' int32 codes")
+    totals = margins.totals.astype(np.int64)
+    n_rows = stop - start
+    heaps = _Heaps(
+        score=np.empty((n_rows, top_k), dtype=np.float64),
+        item=np.empty((n_rows, top_k), dtype=np.int32),
+        size=np.zeros(n_rows, dtype=np.int64),
+    )
+    row_nonzeros = np.zeros(n_rows, dtype=np.int64)
+    counts = np.zeros((n_fields, n_rows), dtype=np.int64)
+    items = np.empty((n_fields, n_rows * top_k), dtype=np.int64)
+    scores = np.empty((n_fields, n_rows * top_k), dtype=np.float64)
+    later_rows, later_items, later_scores, n_later = _pair_rows(
+        _kernel_matrix(occurrences), (margins.row_sum, margins.column_sum, totals), tables.arrays(), n_items, (start, stop, stop), top_k,
+        float(min_score), (heaps.score, heaps.item, heaps.size), row_nonzeros, counts[1:], items[1:], scores[1:], start,
+    )
+    first = np.array([start], dtype=np.int64)
+    _merge_rows(first, np.array([0, n_rows], dtype=np.int64), (heaps.score, heaps.item, heaps.size), start, stop, start, top_k,
+                counts[0], items[0], scores[0])
+    del heaps
+    # Worst first: offered in that order to an empty heap whose root is its worst, each new
+    # candidate stays where it lands (best first, each would climb to the root).
+    keep = (np.arange(top_k)[None, :] < counts[:, :, None]).ravel()[::-1]
+    own = Candidates(
+        rows=np.tile(np.repeat(np.arange(start, stop, dtype=np.int32), top_k), n_fields)[::-1][keep],
+        items=items.ravel()[::-1][keep].astype(np.int32),  # cross columns come as joint codes
+        scores=scores.ravel()[::-1][keep],
+    )
+    return PairBlock(
+        start=start, stop=stop, own=own,
+        later=Candidates(later_rows[:n_later].copy(), later_items[:n_later].copy(), later_scores[:n_later].copy()),
+        cooccurrence_nonzeros=int(row_nonzeros.sum()),
+    )
+
+
+def merged_block(  # noqa: PLR0913
+    start: int, stop: int, candidates: Iterable[Candidates], margins: Marginals, top_k: int, cooccurrence_nonzeros: int
+) -> IndicatorBlock:
+    """The indicators of the rows ``[start, stop)``: each field's best ``top_k`` of their
+    candidates (their block's ``own`` and the earlier blocks' ``later``: :func:`pair_block`)."""
+    n_fields = len(margins.totals)
+    n_items = len(margins.row_sum) // n_fields
+    n_rows = stop - start
+    heap_rows = n_fields * n_rows
+    heaps = (np.empty((heap_rows, top_k), dtype=np.float64), np.empty((heap_rows, top_k), dtype=np.int32),
+             np.zeros(heap_rows, dtype=np.int64))
+    threshold = np.full(heap_rows, -np.inf)
+    for group in candidates:
+        _offer_candidates(heaps, threshold, top_k, (group.rows, group.items, group.scores), start, n_rows, n_items)
+    counts = heaps[2].reshape(n_fields, n_rows).copy()
+    items = np.empty((n_fields, n_rows * top_k), dtype=np.int64)
+    scores = np.empty((n_fields, n_rows * top_k), dtype=np.float64)
+    _drain_all(heaps, n_fields, n_rows, top_k, items, scores)
+    return IndicatorBlock(start=start, stop=stop, fields=_ragged(counts, items, scores, top_k, n_items),
+                          cooccurrence_nonzeros=cooccurrence_nonzeros)
+
+
+@_jit
+def _offer_candidates(  # noqa: PLR0913
+    heaps: tuple[np.ndarray, ...], threshold: np.ndarray, top_k: int, candidates: tuple[np.ndarray, ...], start: int, n_rows: int, n_items: int
+) -> None:
+    """Offer candidates (rows, joint items, scores) to the heaps of rows ``start..start+n_rows-1``,
+    field ``f``'s at ``f·n_rows`` on."""
+    heap_score, heap_item, heap_size = heaps
+    rows, items, scores = candidates
+    for c in range(len(rows)):
+        item = items[c]
+        heap_row = (0 if item < n_items else item // n_items) * n_rows + rows[c] - start
+        _keep_best(heap_score, heap_item, heap_size, threshold, heap_row, top_k, -np.inf, scores[c], item)
+
+
+@_jit
+def _drain_all(heaps: tuple[np.ndarray, ...], n_fields: int, n_rows: int, top_k: int, out_items: np.ndarray, out_scores: np.ndarray) -> None:
+    """Every heap into ``out[f, row·top_k ...]``, best first."""
+    heap_score, heap_item, heap_size = heaps
+    for f in range(n_fields):
+        for row in range(n_rows):
+            heap_row = f * n_rows + row
+            _drain(heap_score, heap_item, heap_row, heap_size[heap_row], out_scores[f], out_items[f], row * top_k)
+
+
+@_jit
+def _counting_order(rows: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An order of ``rows`` grouped by the ranges ``[cuts[k], cuts[k+1])`` (stable), and each
+    group's bounds in it: a counting sort, in one pass to count and one to place."""
+    n_ranges = len(cuts) - 1
+    range_of = np.empty(len(rows), dtype=np.int64)
+    sizes = np.zeros(n_ranges + 1, dtype=np.int64)
+    for c in range(len(rows)):
+        k = np.searchsorted(cuts, rows[c], side="right") - 1
+        range_of[c] = k if 0 <= k < n_ranges else n_ranges  # outside every range: a last group, dropped
+        sizes[range_of[c]] += 1
+    bounds = np.zeros(n_ranges + 2, dtype=np.int64)
+    bounds[1:] = np.cumsum(sizes)
+    placed = bounds[:-1].copy()
+    order = np.empty(len(rows), dtype=np.int64)
+    for c in range(len(rows)):
+        order[placed[range_of[c]]] = c
+        placed[range_of[c]] += 1
+    return order, bounds[: n_ranges + 1]
 
 
 @_jit
@@ -478,10 +718,9 @@ def _pair_work(user_indptr: np.ndarray, user_items: np.ndarray, n_items: int) ->
 def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     matrix: tuple[np.ndarray, ...],
     margins: tuple[np.ndarray, ...],
-    xlogx_tables: tuple[np.ndarray, np.ndarray],
+    tables: tuple[np.ndarray, ...],
     n_items: int,
-    start: int,
-    stop: int,
+    rows: tuple[int, int, int],
     top_k: int,
     min_score: float,
     heaps: tuple[np.ndarray, ...],
@@ -489,16 +728,21 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     cross_counts: np.ndarray,
     cross_items: np.ndarray,
     cross_scores: np.ndarray,
-) -> None:
-    """Rows ``[start, stop)`` (``margins``: row and column sums, totals):
-    each primary pair ``i < j`` scored both ways into the heaps of rows ``start..n-1`` (``heaps``:
-    :class:`_Heaps`' arrays, row ``r`` at ``r - start``); cross columns into ``cross_*`` (field
-    ``f`` at ``f - 1``) at once. ``row_nonzeros[i]`` gets row ``i``'s nonzeros with each pair
-    counted twice in its lower row: a random write per pair to count it in both rows cost ~20%."""
+    first_row: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Rows ``[start, stop)`` with ``rows = (start, stop, resident_stop)`` (``margins``: row and
+    column sums, totals; ``tables``: :class:`PairTables`' arrays, in order): each primary pair ``i < j`` scored both ways, into the heaps of rows
+    ``start..resident_stop-1`` (``heaps``: :class:`_Heaps`' arrays, row ``r`` at ``r - start``)
+    and, for a later row ``j``, into the spilled candidates returned (row ``j``, item ``i``,
+    score, and how many) if it passes the score test; cross columns into ``cross_*`` (field ``f``
+    at ``f - 1``) at once. ``row_nonzeros[i - first_row]`` gets row ``i``'s nonzeros with each
+    pair counted twice in its lower row: a random write per pair to count it in both rows cost
+    ~20%; the cross outputs are indexed from ``first_row`` too."""
+    start, stop, resident_stop = rows
     user_indptr, user_items, user_counts, item_indptr, item_users, item_counts = matrix
     row_sum, column_sum, totals = margins
     heap_score, heap_item, heap_size = heaps
-    xlogx_count, xlogx_rest = xlogx_tables
+    xlogx_total, xlogx_column, xlogx_column_rest, records, xlogx_count, xlogx_rest = tables
     n_fields = len(totals)
     n_columns = len(item_indptr) - 1
     n_users = len(user_indptr) - 1
@@ -509,17 +753,11 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     for c in range(n_items):
         most_users = max(most_users, item_indptr[c + 1] - item_indptr[c])
     span = np.empty((most_users, 2), dtype=np.int64)  # a row's users' entries after it: [first, stop)
-    xlogx_total, xlogx_column, xlogx_column_rest = _margin_logs(column_sum, totals, n_items)
-    # What scoring a pair reads of its other row, side by side so that the random read of a row
-    # costs one cache miss, not three (measured: those misses were half the kernel's time). For
-    # resident row r (item start + r): its margin, its entropy (row and column alike, the table
-    # being symmetric, in the order llr_from_margins computes it), and the worst score its heap
-    # keeps once full (-inf before); a fourth slot unused, so that no record straddles two lines.
-    resident = np.empty((n_items - start, 4), dtype=np.float64)
-    margin, entropy, threshold = resident[:, 0], resident[:, 1], resident[:, 2]
-    margin[:] = row_sum[start:n_items]
-    entropy[:] = xlogx_total[0] - xlogx_column[start:n_items] - xlogx_column_rest[start:n_items]
-    threshold[:] = -np.inf
+    # The resident rows' records (see PairTables.records), their own copy: the third slot is the
+    # worst score the row's heap keeps once full, raised as it fills. A later row's is read from
+    # ``records``, where it stays -inf.
+    resident = records[start:resident_stop].copy()
+    entropy, threshold = resident[:, 1], resident[:, 2]
     pair_count = np.empty(n_columns, dtype=np.int64)
     other = np.empty((n_columns, 3), dtype=np.float64)
     xlogx_row = np.empty(n_fields, dtype=np.float64)
@@ -527,11 +765,16 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     cross_score = np.empty((n_fields, top_k), dtype=np.float64)
     cross_item = np.empty((n_fields, top_k), dtype=np.int64)
     cross_size = np.zeros(n_fields, dtype=np.int64)
-    n_blocks = (n_items - start + _PENDING_ROWS - 1) // _PENDING_ROWS
+    n_resident = resident_stop - start
+    n_blocks = (n_resident + _PENDING_ROWS - 1) // _PENDING_ROWS
     pending_score = np.empty((n_blocks, _PENDING_SLOTS), dtype=np.float64)
     pending_item = np.empty((n_blocks, _PENDING_SLOTS), dtype=np.int32)
     pending_row = np.empty((n_blocks, _PENDING_SLOTS), dtype=np.int32)
     pending_size = np.zeros(n_blocks, dtype=np.int64)
+    spill_row = np.empty(0, dtype=np.int32)
+    spill_item = np.empty(0, dtype=np.int32)
+    spill_score = np.empty(0, dtype=np.float64)
+    n_spilled = 0
     for i in range(start, stop):
         # Row i's share of occᵀ·occ: over the users u of item i, occ[u, i]·occ[u, j] for the
         # entries j after i in u's sorted row. A user's rows come in ascending order here, so its
@@ -558,6 +801,10 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                     n_touched += 1
                 cooc_row[j] += weight * user_counts[q]
         row_i = row_sum[i]
+        if n_spilled + n_touched > len(spill_score) and resident_stop < n_items:
+            # Room for every nonzero of the row, made here rather than per candidate: arrays
+            # replaced inside the scoring loop cost the whole kernel ~25% (10.5–11.3 s against 8.3 s).
+            spill_row, spill_item, spill_score = _grown(spill_row, spill_item, spill_score, n_spilled + n_touched)
         for f in range(1, n_fields):
             xlogx_row[f] = xlogx(float(row_sum[f * n_items + i]))
             xlogx_row_rest[f] = xlogx(float(totals[f] - row_sum[f * n_items + i]))
@@ -573,7 +820,10 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             cooc_row[j] = 0
             if j < n_items:
                 r = j - start
-                other[t, 0], other[t, 1], other[t, 2] = resident[r, 0], resident[r, 1], resident[r, 2]
+                if r < n_resident:
+                    other[t, 0], other[t, 1], other[t, 2] = resident[r, 0], resident[r, 1], resident[r, 2]
+                else:  # scalar reads: a row view made per pair is reference-counted (see _no_counts)
+                    other[t, 0], other[t, 1], other[t, 2] = records[j, 0], records[j, 1], records[j, 2]
         for t in range(n_touched):
             j = touched[t]
             k11 = pair_count[t]
@@ -599,7 +849,12 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
                     _keep_best(heap_score, heap_item, heap_size, threshold, i - start, top_k, min_score, score, j)
                 if keep_j:
                     score = math.sqrt(llr_from_entropies(both, xlogx_total[0] - log11 - log21 - log12 - log22))
-                    if _may_enter(score, min_score, other[t, 2]):
+                    if not _may_enter(score, min_score, other[t, 2]):  # a row past the resident ones: -inf
+                        continue
+                    if r >= n_resident:
+                        spill_row[n_spilled], spill_item[n_spilled], spill_score[n_spilled] = j, i, score
+                        n_spilled += 1
+                    else:
                         block = r // _PENDING_ROWS
                         slot = pending_size[block]
                         pending_score[block, slot] = score
@@ -622,12 +877,26 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             score = signed_root(value, float(k11), float(k12), float(k21), float(k22))
             if score > 0.0 and score >= min_score:
                 cross_size[f] = _offer(cross_score, cross_item, f, cross_size[f], top_k, score, j)
-        row_nonzeros[i] = n_touched + primary  # a pair counts in this row and in its other's
+        row_nonzeros[i - first_row] = n_touched + primary  # a pair counts in this row and in its other's
         for f in range(1, n_fields):
-            cross_counts[f - 1, i] = cross_size[f]
-            _drain(cross_score, cross_item, f, cross_size[f], cross_scores[f - 1], cross_items[f - 1], i * top_k)
+            cross_counts[f - 1, i - first_row] = cross_size[f]
+            _drain(cross_score, cross_item, f, cross_size[f], cross_scores[f - 1], cross_items[f - 1], (i - first_row) * top_k)
     for block in range(n_blocks):
         _flush(heaps, threshold, top_k, min_score, (pending_score[block], pending_item[block], pending_row[block]), pending_size[block])
+    return spill_row, spill_item, spill_score, n_spilled
+
+
+@_jit
+def _grown(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, needed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spilled candidates' arrays with room for ``needed`` (twice their size at least), the
+    current ones copied in."""
+    size = len(scores)
+    room = max(2 * size, needed)
+    more_rows = np.empty(room, dtype=rows.dtype)
+    more_items = np.empty(room, dtype=items.dtype)
+    more_scores = np.empty(room, dtype=scores.dtype)
+    more_rows[:size], more_items[:size], more_scores[:size] = rows, items, scores
+    return more_rows, more_items, more_scores
 
 
 @_no_counts

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import math
 import posixpath
@@ -47,7 +48,18 @@ from . import cooccurrence as co
 from . import scratch
 from .config import BuildConfig, IndicatorConfig, IngestConfig, OnBadRows
 from .errors import DataWarning, InputError
-from .indicators import IndicatorBlock, all_indicators, indicator_block, pair_kernel_bytes
+from .indicators import (
+    Candidates,
+    IndicatorBlock,
+    PairTables,
+    all_indicators,
+    indicator_block,
+    merged_block,
+    pair_block,
+    pair_block_bytes,
+    pair_kernel_bytes,
+    pair_tables,
+)
 from .ingest import (
     BAD_ROW_CAUSES,
     EventFile,
@@ -79,13 +91,19 @@ __all__ = [
 ]
 
 _BLOCKS_PER_THREAD = 4
-_BYTES_PER_GATHERED_ENTRY = 40
-"""Memory per occurrence entry an item block gathers: its pieces as read (int32 item and count,
-8 bytes), their stacked int64 copy (16), part of its item layout, and a margin (measured: 32
-left a 100M-event build 8% over its limit); also bounds a split group's buffers."""
+_BYTES_PER_SPLIT_ENTRY = 40
+"""Memory per entry of a group of item blocks a bucket's split fills (int64 item and count, and
+their narrowed copies as written), with a margin."""
+_BYTES_PER_SUFFIX_ENTRY = 20
+"""Memory per entry an item block gathers when the matrix is not shared (narrow: twice that
+with int64 counts): its pieces as read (int32 item, int16 count), their stacked copy, the rows'
+pointers and cursors, and the candidates it hands on (7% of an entry at 100M events, 16 bytes
+each, up to twice that as their arrays grow and once more when grouped by block)."""
 _BYTES_PER_SHARED_ENTRY = 32
 """Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each;
 stacked narrow it takes 12, the rest a margin for the kernels' own arrays)."""
+_MERGE_LAG = 2
+"""Item blocks per thread a block's pairs may run ahead of the merges (see :func:`_paired_parts`)."""
 _FAN_IN = 8
 """Partial results summed per task: bounds how many item-wide arrays are alive at once."""
 
@@ -466,7 +484,14 @@ def _indicator_stages(
         total_work = float(work.sum())
         usable, threads = worker_memory_bytes() // 2 - entries * _BYTES_PER_SHARED_ENTRY, scheduler_threads()
         shared = usable >= 0
-        plan = co.split_by_work(work, _block_count(0.0 if shared else total_work, len(work)))
+        if shared:
+            plan = co.split_by_work(work, min(len(work), _BLOCKS_PER_THREAD * threads))
+        else:
+            suffix_entries, row_sum = compute(summary.suffix_entries, summary.margins.row_sum)
+            largest_margin = int(row_sum[: len(work)].max(initial=0))
+            plan = co.split_by_work(
+                suffix_entries, _paired_block_count(float(suffix_entries.sum()), (len(work), largest_margin), config, threads)
+            )
         largest = max(stop - start for start, stop in plan)
         whole = shared and scheduler_workers() == 1 and pair_kernel_bytes(
             len(work), 1 + len(config.ingest.cross_event_types), config.indicators.top_k, threads, largest) <= usable
@@ -476,28 +501,25 @@ def _indicator_stages(
         # With one worker and room for it beside the matrix, one task computes every item from
         # each pair of items once, on all the worker's threads (all_indicators: half the work of
         # the per-row kernel). Otherwise the item blocks share one copy of the occurrence matrix
-        # if it fits a worker comfortably, or every bucket's rows are split once by item block (a
-        # user's row goes to each block holding one of its items) and each block reads only its
-        # own pieces.
-        rows: Delayed | list[str]
-        if shared:
-            # A count is at most a visitor's kept rows, so int16 holds every count when they fit.
-            rows = delayed(_all_rows)(blocks, threads, config.ingest.recent <= np.iinfo(np.int16).max)
-        else:
-            cuts = np.array([start for start, _ in plan] + [plan[-1][1]], dtype=np.int64)
-            split = [f"{folder}/split/bucket-{b:06d}.arrow" for b in range(len(blocks))]
-            max_entries = task_memory_bytes() // _BYTES_PER_GATHERED_ENTRY
-            written = [delayed(_split_block)(block, cuts, max_entries, url) for block, url in zip(blocks, split)]
-            rows = delayed(_after)(written, split)
-        if whole:
+        # if it fits a worker comfortably; if not, every bucket's rows are split once by item
+        # block (a user's row goes to each block holding one of its items, from that item on),
+        # and each block takes its own rows' pairs with the items after them (pair_block),
+        # handing the later rows' candidates to their blocks through spill files.
+        # A count is at most a visitor's kept rows, so int16 holds every count when they fit.
+        narrow = config.ingest.recent <= np.iinfo(np.int16).max
+        if not shared:
+            tasks = _paired_parts(blocks, plan, (vocabulary, summary.margins, item_counts), config, (folder, parts), narrow)
+        elif whole:
             log.info("indicators: every item in one task, each pair of items once, on %d threads", threads)
+            rows = delayed(_all_rows)(blocks, threads, narrow)
             tasks = [delayed(_whole_parts)(rows, vocabulary, summary.margins, item_counts, threads, plan, config, parts[0])]
         else:
+            rows = delayed(_all_rows)(blocks, threads, narrow)
             tasks = [
                 delayed(_indicator_part)(
-                    rows, number, vocabulary, summary.margins, item_counts, (start, stop), config, url, len(plan) == 1
+                    rows, vocabulary, summary.margins, item_counts, (start, stop), config, url, len(plan) == 1
                 )
-                for number, ((start, stop), url) in enumerate(zip(plan, parts))
+                for (start, stop), url in zip(plan, parts)
             ]
         block_counts: list[dict[str, int]] = compute(materialise(tasks, show_progress))[0]
         item_id_type = compute(delayed(_arrow_type)(vocabulary))[0]
@@ -648,12 +670,22 @@ def _tree(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
     return values[0]
 
 
-def _block_count(gathered_work: float, n_items: int) -> int:
-    """Item blocks: a few per thread for balance, more when the rows a block gathers (at most its
-    share of ``gathered_work``; 0 when the blocks share the whole matrix) would not fit its task's
-    share of memory."""
-    by_memory = math.ceil(gathered_work * _BYTES_PER_GATHERED_ENTRY / task_memory_bytes())
-    return max(1, min(n_items, max(_BLOCKS_PER_THREAD * scheduler_threads(), by_memory)))
+def _paired_block_count(suffix_entries: float, items: tuple[int, int], config: BuildConfig, threads: int) -> int:
+    """Item blocks when the matrix is not shared: a few per thread for balance, more when a
+    block's share of the ``suffix_entries`` it gathers (see :class:`co.BlockSummary`) and its own
+    arrays (:func:`pair_block_bytes`) would not fit a task's share of memory. ``items``: how many,
+    and the largest item margin."""
+    n_items, largest_margin = items
+    fields, top_k = 1 + len(config.ingest.cross_event_types), config.indicators.top_k
+    narrow = config.ingest.recent <= np.iinfo(np.int16).max
+    fixed = pair_block_bytes(n_items, fields, top_k, 0, largest_margin)
+    per_row = pair_block_bytes(n_items, fields, top_k, 1, largest_margin) - fixed
+    room = task_memory_bytes() - fixed
+    if room <= 0:
+        log.warning("indicators: a task's memory (%d bytes) is less than a block of rows needs; one item a block", task_memory_bytes())
+        return max(1, n_items)
+    gathered = suffix_entries * _BYTES_PER_SUFFIX_ENTRY * (1 if narrow else 2) + n_items * per_row
+    return max(1, min(n_items, max(_BLOCKS_PER_THREAD * threads, math.ceil(gathered / room))))
 
 
 # ------------------------------------------------------------------------------ per-task functions
@@ -827,14 +859,86 @@ def _all_rows(blocks: list[str], threads: int, narrow: bool) -> co.Occurrences:
     return co.stack_occurrences(layouts, n_users, column_entries, threads, narrow=narrow)
 
 
-def _split_block(block: str, cuts: np.ndarray, max_entries: int, url: str) -> None:
+def _split_block(block: str, cuts: np.ndarray, max_entries: int, url: str, narrow: bool) -> None:
     """Write a bucket's rows split by the item blocks ``cuts`` (see :func:`co.split_by_items`)."""
-    scratch.write_split(url, co.split_by_items(scratch.read_block(block)[0], cuts, max_entries))
+    scratch.write_split(url, co.split_by_items(scratch.read_block(block)[0], cuts, max_entries, narrow=narrow))
+
+
+def _paired_parts(  # noqa: PLR0913
+    blocks: list[str],
+    plan: list[tuple[int, int]],
+    tables: tuple[Delayed, Delayed, Delayed],
+    config: BuildConfig,
+    where: tuple[str, list[str]],
+    narrow: bool,
+) -> list[Delayed]:
+    """The tasks that write the output's parts when the occurrence matrix is not shared: each
+    bucket's rows split by the item blocks of ``plan``; each block's pairs with the items after
+    it (:func:`_pair_part`), in any order; then each block's rows merged with what the blocks
+    before it found for them (:func:`_merged_part`). ``tables``: the vocabulary, the margins and
+    the item counts; ``where``: the scratch folder and the parts' files."""
+    vocabulary, margins, item_counts = tables
+    folder, parts = where
+    cuts = np.array([start for start, _ in plan] + [plan[-1][1]], dtype=np.int64)
+    split = [f"{folder}/split/bucket-{b:06d}.arrow" for b in range(len(blocks))]
+    max_entries = task_memory_bytes() // _BYTES_PER_SPLIT_ENTRY
+    written = [delayed(_split_block)(block, cuts, max_entries, url, narrow) for block, url in zip(blocks, split)]
+    rows = delayed(_after)(written, split)
+    spills = [f"{folder}/spill/block-{number:06d}.arrow" for number in range(len(plan))]
+    scoring = (margins, delayed(pair_tables)(margins))
+    paired: list[Delayed] = []
+    merged: list[Delayed] = []
+    for number, (spill, url) in enumerate(zip(spills, parts)):
+        # A block's pairs wait for the merge of the block _MERGE_LAG threads before it: left to
+        # themselves, the scheduler ran every pair task first and half the merges after the last
+        # (5 s of a 100M-event build's 40 s indicators stage).
+        lag = _MERGE_LAG * scheduler_threads()
+        ready = rows if number < lag else delayed(_after)(merged[number - lag], rows)
+        paired.append(delayed(_pair_part)(ready, number, scoring, cuts, config, narrow, spill))
+        merged.append(delayed(_merged_part)(
+            spills[: number + 1], paired[: number + 1], number, (vocabulary, margins, item_counts), cuts, config, url
+        ))
+    return merged
+
+
+def _pair_part(  # noqa: PLR0913
+    rows: list[str], number: int, scoring: tuple[co.Marginals, PairTables], cuts: np.ndarray, config: BuildConfig, narrow: bool, url: str
+) -> int:
+    """Item block ``number``'s pairs with the items after it, from its pieces of every bucket's
+    split file (:func:`pair_block`; ``scoring``: the margins and their tables); writes to ``url``
+    its rows' candidates, then each later block's, one group a block; returns the nonzeros it
+    counted."""
+    margins, tables = scoring
+    start, stop = int(cuts[number]), int(cuts[number + 1])
+    n_columns = int(cuts[-1]) * len(margins.totals)
+    occurrences = co.item_rows((scratch.read_split(url, number, n_columns) for url in rows), start, stop, narrow=narrow)
+    block = pair_block(occurrences, margins, tables, start, stop, config.indicators.top_k, config.indicators.min_llr)
+    del occurrences
+    later = block.later.by_block(cuts[number + 1 :])
+    scratch.write_groups(url, (vars(group) for group in itertools.chain([block.own], later)))
+    return block.cooccurrence_nonzeros
+
+
+def _merged_part(  # noqa: PLR0913
+    spills: list[str],
+    nonzeros: list[int],
+    number: int,
+    tables: tuple[pd.Index, co.Marginals, ItemCounts],
+    cuts: np.ndarray,
+    config: BuildConfig,
+    url: str,
+) -> dict[str, int]:
+    """Item block ``number``'s indicators from its own candidates and those the blocks before it
+    found for it (group ``number - k`` of block ``k``'s spill file), written to ``url`` as a part
+    of the output table (the whole table if it is the only block); returns what it counted."""
+    vocabulary, margins, item_counts = tables
+    candidates = (Candidates(**scratch.read_group(spill, number - k)) for k, spill in enumerate(spills))
+    block = merged_block(int(cuts[number]), int(cuts[number + 1]), candidates, margins, config.indicators.top_k, nonzeros[-1])
+    return _written_part([block], vocabulary, item_counts, config, url, whole=len(cuts) == 2)
 
 
 def _indicator_part(  # noqa: PLR0913
-    rows: co.Occurrences | list[str],
-    number: int,
+    occurrences: co.Occurrences,
     vocabulary: pd.Index,
     margins: co.Marginals,
     item_counts: ItemCounts,
@@ -843,16 +947,10 @@ def _indicator_part(  # noqa: PLR0913
     url: str,
     whole: bool,
 ) -> dict[str, int]:
-    """Indicators of the items ``[start, stop)`` (item block ``number``) from the whole
-    occurrence matrix, or from this block's pieces of every bucket's split file; written to
+    """Indicators of the items ``[start, stop)`` from the whole occurrence matrix; written to
     ``url`` as a part of the output table (the ``whole`` table if it is the only block). Returns
     what it counted."""
     start, stop = items
-    if isinstance(rows, co.Occurrences):
-        occurrences = rows
-    else:
-        n_columns = len(vocabulary) * len(margins.totals)
-        occurrences = co.item_rows((scratch.read_split(url, number, n_columns) for url in rows), start, stop)
     chosen = config.indicators
     block = indicator_block(occurrences, margins, start, stop, chosen.top_k, chosen.min_llr)
     return _written_part([block], vocabulary, item_counts, config, url, whole)

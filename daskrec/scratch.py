@@ -21,7 +21,11 @@ or not.
     when downsampling, raw holds the counts and the users' keys and final the scored matrix.
 ``split/bucket-B.arrow``
     When the item blocks do not share one copy of the occurrence matrix: for every item block K,
-    batch K holds the rows of bucket B's users who have one of its items.
+    batch K holds the rows of bucket B's users who have one of its items, from the first such on.
+``spill/block-K.arrow``
+    Item block K's candidates for indicators, when the blocks do not share the occurrence
+    matrix: group 0 its own rows' best, then group G the candidates of block K + G's rows from
+    their pairs with block K's (:func:`daskrec.indicators.pair_block`).
 ``parts/part-K.parquet``
     The indicators of item block K, in the output table's columns; a single part holds the
     whole table, in the output's encoding (moved into place, not copied).
@@ -59,6 +63,8 @@ __all__ = [
     "read_sizes",
     "write_split",
     "read_split",
+    "write_groups",
+    "read_group",
     "write_part",
 ]
 
@@ -149,8 +155,9 @@ def _narrow(values: np.ndarray) -> np.ndarray:
 
 
 def read_block(url: str) -> tuple[sp.csr_array, np.ndarray | None]:
-    """An occurrence block and its user keys (None if none were written)."""
-    stored = _read_arrays(url)
+    """An occurrence block and its user keys (None if none were written); its item layout, if
+    written, is skipped."""
+    stored = _read_arrays(url, {"shape", "indptr", "indices", "data", "user_keys"})
     return _by_user(stored), stored.get("user_keys")
 
 
@@ -211,7 +218,8 @@ def _read_arrays(url: str, wanted: set[str] | None = None) -> dict[str, np.ndarr
 
 
 def write_split(url: str, pieces: Iterable[sp.csr_array]) -> None:
-    """Write row pieces as consecutive batches (``items`` and ``counts`` list columns, a row a user)."""
+    """Write row pieces as consecutive batches (``items`` and ``counts`` list columns, a row a
+    user), in their own types."""
     with replacing(url) as f:
         writer: pa.ipc.RecordBatchFileWriter | None = None
         for piece in pieces:
@@ -240,6 +248,27 @@ def read_split(url: str, piece: int, n_items: int) -> sp.csr_array:
     indices = items.values.to_numpy()[offsets[0] : offsets[-1]]
     data = counts.values.to_numpy()[offsets[0] : offsets[-1]]
     return sp.csr_array((data, indices, indptr), shape=(len(indptr) - 1, n_items))
+
+
+def write_groups(url: str, groups: Iterable[dict[str, np.ndarray]]) -> None:
+    """Write groups of equal-length named columns (the same names and types in every group), one
+    Arrow IPC record batch a group, so that a reader reads only its own (:func:`read_group`)."""
+    with replacing(url) as f:
+        writer: pa.ipc.RecordBatchFileWriter | None = None
+        for group in groups:
+            batch = pa.record_batch(group)
+            if writer is None:
+                writer = pa.ipc.new_file(f, batch.schema)
+            writer.write_batch(batch)
+        if writer is not None:
+            writer.close()
+
+
+def read_group(url: str, group: int) -> dict[str, np.ndarray]:
+    """Group ``group`` of a file written by :func:`write_groups`."""
+    with fsspec.open(url, "rb") as f:
+        batch = pa.ipc.open_file(f).get_batch(group)
+    return {name: column.to_numpy() for name, column in zip(batch.schema.names, batch.columns)}
 
 
 def write_part(url: str, slices: Iterable[pa.Table], *, whole: bool = False) -> None:

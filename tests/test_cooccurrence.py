@@ -115,10 +115,14 @@ def test_block_summaries_add_up_to_the_whole(rng: np.random.Generator, llr_table
         np.testing.assert_array_equal(halves.margins.row_sum, whole.margins.row_sum)
         assert halves.margins.total == whole.margins.total
     np.testing.assert_array_equal(halves.work, whole.work)
+    np.testing.assert_array_equal(halves.suffix_entries, whole.suffix_entries)
+    dense = occurrences.by_user.toarray() != 0
+    from_here = dense[:, ::-1].cumsum(axis=1)[:, ::-1]  # a user's entries from each item on
+    np.testing.assert_array_equal(whole.suffix_entries, (from_here * dense).sum(axis=0))
 
 
 @pytest.mark.parametrize("max_entries", [1, 50, 10**9])
-def test_split_by_items_gives_each_range_the_whole_rows_of_its_users(
+def test_split_by_items_gives_each_range_its_users_rows_from_their_first_item_in_it(
     rng: np.random.Generator, max_entries: int
 ) -> None:
     block = random_occurrences(rng, 300, 50, 2000).by_user
@@ -128,6 +132,8 @@ def test_split_by_items_gives_each_range_the_whole_rows_of_its_users(
     dense = block.toarray()
     for (start, stop), piece in zip(zip(cuts[:-1], cuts[1:]), pieces):
         wanted = dense[(dense[:, start:stop] != 0).any(axis=1)]
+        first = (wanted[:, start:stop] != 0).argmax(axis=1) + start
+        wanted[np.arange(wanted.shape[1])[None, :] < first[:, None]] = 0
         np.testing.assert_array_equal(piece.toarray(), wanted)
 
 
@@ -138,6 +144,7 @@ def test_item_rows_stack_pieces_and_keep_only_the_range_columns(rng: np.random.G
     rows = co.item_rows(pieces, 10, 20)
     dense = block.toarray()
     wanted = dense[(dense[:, 10:20] != 0).any(axis=1)]
+    wanted[np.arange(50)[None, :] < (wanted[:, 10:20] != 0).argmax(axis=1)[:, None] + 10] = 0
     np.testing.assert_array_equal(rows.by_user.toarray(), wanted)
     columns = rows.by_item.toarray()
     np.testing.assert_array_equal(columns[:, 10:20], wanted[:, 10:20])

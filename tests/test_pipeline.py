@@ -100,14 +100,20 @@ def test_string_ids_give_the_same_indicators(generated_csv: Path, tmp_path: Path
     assert text == {f"item {k:06d}": [(f"item {j:06d}", s) for j, s in v] for k, v in numeric.items()}
 
 
+def small_workers(monkeypatch: pytest.MonkeyPatch, bytes_per_entry: int) -> None:
+    """Workers too small to share the matrix, and an entry a block gathers so costly that a
+    4 MB task holds only a few items' rows: many item blocks."""
+    monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
+    monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 4_000_000)
+    monkeypatch.setattr(pipeline, "_BYTES_PER_SUFFIX_ENTRY", bytes_per_entry)
+
+
 @pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])
 def test_blocks_gathering_their_own_rows_equal_the_shared_matrix(
     generated_csv: Path, scheduler: str, llr_table: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared = build_indicators([str(generated_csv)], config_for(200_000, llr_table))
-    # Workers too small to share the matrix, tasks too small for more than a few items per block.
-    monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
-    monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 200_000)
+    small_workers(monkeypatch, bytes_per_entry=2_000)
     gathered = build_indicators([str(generated_csv)], config_for(200_000, llr_table))
     assert gathered.counts["item_blocks"] > 4 * shared.counts["item_blocks"]
     assert gathered.table.equals(shared.table)
@@ -122,8 +128,7 @@ def test_downsampled_blocks_gathering_their_own_rows_equal_the_shared_matrix(
         indicators=IndicatorConfig(top_k=10, min_llr=2.0, llr_table="users", max_per_user=8, max_per_item=40),
     )
     shared = build_indicators([str(generated_csv)], config)
-    monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
-    monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 200_000)
+    small_workers(monkeypatch, bytes_per_entry=2_000)
     assert build_indicators([str(generated_csv)], config).table.equals(shared.table)
 
 
@@ -163,8 +168,7 @@ def test_cross_occurrence_matches_the_spec_on_both_paths(
     ))
     primary = dict(zip(table.column("item").to_pylist(), table.column("indicators").to_pylist()))
     assert all(primary[k] == v for k, v in zip(alone.table.column("item").to_pylist(), alone.table.column("indicators").to_pylist()))
-    monkeypatch.setattr(pipeline, "worker_memory_bytes", lambda: 1)
-    monkeypatch.setattr(pipeline, "task_memory_bytes", lambda: 20_000)
+    small_workers(monkeypatch, bytes_per_entry=8_000)
     gathered = build_indicators([str(generated_csv)], cross_config(llr_table))
     assert gathered.counts["item_blocks"] > 4 * shared.counts["item_blocks"]
     assert gathered.table.equals(table)
