@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from daskrec import cooccurrence as co
-from daskrec.indicators import IndicatorBlock, _xlogx_read, _xlogx_tables, all_indicators, indicator_block
+from daskrec.indicators import (
+    Candidates,
+    IndicatorBlock,
+    _xlogx_read,
+    _xlogx_tables,
+    all_indicators,
+    indicator_block,
+    merged_block,
+    pair_block,
+    pair_tables,
+)
 from daskrec.llr import root_llr, xlogx
 
 
@@ -81,11 +91,9 @@ def _fields_equal(a: IndicatorBlock, b: IndicatorBlock) -> bool:
     )
 
 
-@pytest.mark.parametrize("trial", range(40))
-def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Generator, trial: int) -> None:
-    """all_indicators scores each unordered pair once, in both orientations: the same lists and
-    the same float64 scores as the per-row kernel, slice by slice, and the same nonzero count, for
-    both tables, with cross-occurrence fields, on 1 to 3 threads."""
+def random_joint(rng: np.random.Generator) -> tuple[co.Occurrences, co.Marginals, int, int, float]:
+    """A random joint occurrence matrix (1 to 3 fields, either table), its margins, its primary
+    items, and a top k and a least score."""
     n_users, n_items, n_fields = int(rng.integers(1, 80)), int(rng.integers(1, 50)), int(rng.choice([1, 1, 2, 3]))
     n_rows = int(rng.integers(0, 600))
     users, items, fields = rng.integers(0, n_users, n_rows), rng.integers(0, n_items, n_rows), rng.integers(0, n_fields, n_rows)
@@ -95,8 +103,16 @@ def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Gener
     occurrences = co.stack_blocks([co.occurrence_block(users, fields * n_items + items, n_users, n_items * n_fields)])
     if llr_table == "users":
         occurrences = co.stack_blocks([co.binarise(occurrences.by_user)])
-    margins = co.marginals(occurrences, llr_table, n_fields)
-    top_k, min_score = int(rng.integers(1, 6)), float(rng.choice([0.0, 0.5, 2.0]))
+    return occurrences, co.marginals(occurrences, llr_table, n_fields), n_items, int(rng.integers(1, 6)), float(rng.choice([0.0, 0.5, 2.0]))
+
+
+@pytest.mark.parametrize("trial", range(40))
+def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Generator, trial: int) -> None:
+    """all_indicators scores each unordered pair once, in both orientations: the same lists and
+    the same float64 scores as the per-row kernel, slice by slice, and the same nonzero count, for
+    both tables, with cross-occurrence fields, on 1 to 3 threads."""
+    occurrences, margins, n_items, top_k, min_score = random_joint(rng)
+    n_users = occurrences.n_users
     cuts = sorted({0, n_items, *rng.integers(0, n_items + 1, 3).tolist()})
     slices = list(zip(cuts[:-1], cuts[1:]))
     pairs = list(all_indicators(occurrences, margins, top_k, min_score, int(rng.integers(1, 4)), slices))
@@ -111,6 +127,39 @@ def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Gener
     for block, (start, stop), expected in zip(narrow_pairs, slices, per_row, strict=True):
         assert _fields_equal(block, expected)
         assert _fields_equal(indicator_block(narrow, margins, start, stop, top_k, min_score), expected)
+
+
+@pytest.mark.parametrize("trial", range(40))
+def test_blocks_of_pairs_from_cut_rows_give_the_per_row_kernel_to_the_bit(rng: np.random.Generator, trial: int) -> None:
+    """What a build does when the matrix is not shared: two buckets of users, their rows cut by
+    item block from each block's first item on (narrow or not, in groups of any size), each
+    block's pairs with the items after it, its later rows' candidates grouped by block, then each
+    block's own merged with what the blocks before it found: the per-row kernel's lists and bits,
+    for both tables and with cross fields, and the same nonzeros in all."""
+    occurrences, margins, n_items, top_k, min_score = random_joint(rng)
+    cuts = np.array(sorted({0, n_items, *rng.integers(0, n_items + 1, 4).tolist()}))
+    narrow = bool(rng.integers(2))
+    middle = int(rng.integers(0, occurrences.n_users + 1))
+    buckets = [occurrences.by_user[:middle], occurrences.by_user[middle:]]
+    pieces = [list(co.split_by_items(bucket, cuts, int(rng.integers(1, 300)), narrow=narrow)) for bucket in buckets]
+    tables = pair_tables(margins)
+    blocks = []
+    for k, (start, stop) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist())):
+        rows = co.item_rows([bucket[k] for bucket in pieces], start, stop, narrow=narrow)
+        blocks.append(pair_block(rows, margins, tables, start, stop, top_k, min_score))
+    later = [list(block.later.by_block(cuts[k + 1 :])) for k, block in enumerate(blocks)]
+    for k, block in enumerate(blocks):
+        merged = merged_block(block.start, block.stop, [block.own, *(later[p][k - p - 1] for p in range(k))], margins, top_k, 0)
+        assert _fields_equal(merged, indicator_block(occurrences, margins, block.start, block.stop, top_k, min_score))
+    assert sum(b.cooccurrence_nonzeros for b in blocks) == indicator_block(occurrences, margins, 0, n_items, top_k, min_score).cooccurrence_nonzeros
+
+
+def test_candidates_group_by_block_in_order_and_drop_rows_outside() -> None:
+    candidates = Candidates(rows=np.array([7, 2, 9, 3, 2, 12], np.int32), items=np.arange(6, dtype=np.int32), scores=np.arange(6.0))
+    groups = list(candidates.by_block(np.array([2, 4, 10])))
+    assert [g.rows.tolist() for g in groups] == [[2, 3, 2], [7, 9]]
+    assert [g.items.tolist() for g in groups] == [[1, 3, 4], [0, 2]]
+    assert [g.scores.tolist() for g in groups] == [[1.0, 3.0, 4.0], [0.0, 2.0]]
 
 
 @pytest.mark.parametrize("llr_table", ["cooccurrence", "users"])

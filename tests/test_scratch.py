@@ -86,3 +86,15 @@ def test_block_files_work_on_any_filesystem_and_a_cut_one_is_an_error(tmp_path: 
     url.write_bytes(url.read_bytes()[:-4])
     with pytest.raises(OSError, match="cut short or damaged in its array 'data'"):
         scratch.read_block(str(url))
+
+
+def test_groups_round_trip_one_at_a_time(tmp_path: Path) -> None:
+    groups = [{"rows": np.arange(n, dtype=np.int32), "scores": np.linspace(0, 1, n)} for n in (3, 0, 5)]
+    url = str(tmp_path / "g.arrow")
+    scratch.write_groups(url, groups)
+    for number in (2, 0, 1):
+        read = scratch.read_group(url, number)
+        assert read.keys() == groups[number].keys()
+        for name, values in groups[number].items():
+            np.testing.assert_array_equal(read[name], values)
+            assert read[name].dtype == values.dtype
