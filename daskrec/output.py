@@ -38,6 +38,7 @@ __all__ = [
     "replacing",
     "write_output",
     "write_slices",
+    "read_slice",
     "read_indicators",
     "read_manifest",
     "indicators_url",
@@ -99,7 +100,7 @@ def write_output(
     out_dir
         Folder to write into; created if missing. An earlier build there is replaced.
     table
-        The indicators table, or the URLs of Parquet slices of it, in order (copied one at a time).
+        The indicators table, or the URLs of slices of it (Arrow IPC or Parquet), in order (copied one at a time).
     manifest
         From :func:`daskrec.pipeline.build_manifest`, or a function that returns it once the
         table is in place (so that it can report the time the copy took).
@@ -120,7 +121,7 @@ def write_output(
                 if isinstance(table, pa.Table):
                     pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
                 else:
-                    write_slices(sink, (_read_slice(url) for url in table))
+                    write_slices(sink, (read_slice(url) for url in table))
         written = manifest() if callable(manifest) else manifest
         with replacing(f"{out_dir.rstrip('/')}/{_PENDING_FILE}", "w") as f:
             json.dump({"table": table_name, "manifest": written}, f, default=str)
@@ -176,9 +177,11 @@ def write_slices(sink: IO[bytes], slices: Iterable[pa.Table]) -> None:
             writer.close()
 
 
-def _read_slice(url: str) -> pa.Table:
-    """A Parquet slice of a table."""
+def read_slice(url: str) -> pa.Table:
+    """A slice of a table, as Arrow IPC (``.arrow``) or Parquet."""
     with fsspec.open(url, "rb") as f:
+        if url.endswith(".arrow"):
+            return pa.ipc.open_file(f).read_all()
         return pq.read_table(f)
 
 

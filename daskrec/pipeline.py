@@ -39,7 +39,6 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 from dask.base import compute
 from dask.delayed import Delayed, delayed
@@ -71,7 +70,7 @@ from .ingest import (
     latest_pairs,
     read_partitions,
 )
-from .output import complete_pending, read_manifest, write_output
+from .output import complete_pending, read_manifest, read_slice, write_output
 from .scheduling import materialise, scheduler_threads, scheduler_workers, task_memory_bytes, worker_memory_bytes
 from .schema import ITEM_COLUMN, indicator_field, scores_field
 
@@ -190,11 +189,7 @@ def build_indicators(
     """
     with scratch.scratch_folder(scratch_url) as folder:
         report, parts = build_parts(inputs, config, folder, show_progress=show_progress)
-        tables = []
-        for url in parts:
-            with fsspec.open(url, "rb") as f:
-                tables.append(pq.read_table(f))
-    return BuildResult(table=pa.concat_tables(tables), report=report)
+        return BuildResult(table=pa.concat_tables([read_slice(url) for url in parts]), report=report)
 
 
 def build_manifest(inputs: Sequence[str], config: BuildConfig, report: BuildReport) -> dict[str, Any]:
@@ -497,7 +492,9 @@ def _indicator_stages(
             len(work), 1 + len(config.ingest.cross_event_types), config.indicators.top_k, threads, largest) <= usable
         del work
     with _stage("indicators", timings):
-        parts = [f"{folder}/parts/part-{number:06d}.parquet" for number in range(1 if whole else len(plan))]
+        n_parts = 1 if whole else len(plan)
+        kind = "parquet" if n_parts == 1 else "arrow"  # a sole part is the whole table (scratch.write_part)
+        parts = [f"{folder}/parts/part-{number:06d}.{kind}" for number in range(n_parts)]
         # With one worker and room for it beside the matrix, one task computes every item from
         # each pair of items once, on all the worker's threads (all_indicators: half the work of
         # the per-row kernel). Otherwise the item blocks share one copy of the occurrence matrix

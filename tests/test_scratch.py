@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from daskrec import scratch
-from daskrec.output import ROW_GROUP_ROWS, replacing, write_output
+from daskrec.output import ROW_GROUP_ROWS, read_slice, replacing, write_output
 
 
 def test_routed_batches_come_back_by_bucket(tmp_path: Path) -> None:
@@ -46,13 +46,13 @@ def test_blocks_and_splits_round_trip(tmp_path: Path, rng: np.random.Generator) 
 
 
 def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path: Path) -> None:
-    target = tmp_path / "parts" / "part-0.parquet"
+    target = tmp_path / "parts" / "part-0.arrow"
     scratch.write_part(str(target), [pa.table({"item": [1]})])
     with pytest.raises(OSError, match="disk full"), replacing(str(target)) as f:
         f.write(b"half")
         raise OSError("disk full")
-    assert sorted(p.name for p in target.parent.iterdir()) == ["part-0.parquet"]  # the old file, untouched
-    assert pa.parquet.read_table(target).column("item").to_pylist() == [1]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["part-0.arrow"]  # the old file, untouched
+    assert read_slice(str(target)).column("item").to_pylist() == [1]
 
 
 def test_the_scratch_folder_goes_away_after_an_error(tmp_path: Path) -> None:
