@@ -10,6 +10,10 @@ When one process holds the whole matrix, :func:`all_indicators` gives every item
 bit from about half the work, taking each unordered pair of items once (``C = AᵀA`` and its LLR
 tables are symmetric); it keeps a heap for every row, so it needs more memory
 (:func:`pair_kernel_bytes`). The pipeline picks it when that fits (:mod:`daskrec.pipeline`).
+When not even the matrix fits, :func:`pair_block` takes the pairs of one block of rows with the
+items after them, from only those rows' users, and hands the later rows' candidates on
+(:class:`Candidates`) to be merged in their own block (:func:`merged_block`): the same bits
+again, in memory bounded by the block (:func:`pair_block_bytes`).
 
 Ranking: score descending; equal scores rank the smaller item code first. Item codes follow the
 sorted order of the original ids, so ties go to the smaller item id (numeric for integer ids,
@@ -334,13 +338,15 @@ def pair_kernel_bytes(n_items: int, n_fields: int, top_k: int, threads: int, sli
     bytes), its pending candidates (:data:`_PENDING_SLOTS` of 16 bytes per :data:`_PENDING_ROWS`
     rows) and its accumulator with the gathered copy of a row's nonzeros (48 bytes a column); a
     nonzero count per row, every row's cross-occurrence output, and one slice's output
-    (``slice_rows`` rows, every field), and the logarithm tables. A thread's user cursors (8 bytes
-    a user, 4 in a narrow matrix) are left to the matrix's own estimate."""
+    (``slice_rows`` rows, every field), and the :class:`PairTables` (the logarithm tables, a
+    32-byte record an item, 16 bytes a column). A thread's user cursors (8 bytes a user, 4 in a
+    narrow matrix) are left to the matrix's own estimate."""
     heaps = threads * n_items * (top_k * (8 + 4) + 8 + 32) + n_items * 8
     pending = threads * (n_items // _PENDING_ROWS + 1) * _PENDING_SLOTS * 16
     accumulators = threads * n_fields * n_items * 48
     row_output = top_k * (8 + 8) + 8
-    return 24 * _XLOGX_TABLE + heaps + pending + accumulators + (n_fields - 1) * n_items * row_output + n_fields * slice_rows * (row_output + 8)
+    tables = 24 * _XLOGX_TABLE + n_items * 32 + n_fields * n_items * 16
+    return tables + heaps + pending + accumulators + (n_fields - 1) * n_items * row_output + n_fields * slice_rows * (row_output + 8)
 
 
 def pair_block_bytes(n_items: int, n_fields: int, top_k: int, rows: int, largest_margin: int) -> int:
