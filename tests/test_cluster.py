@@ -77,7 +77,7 @@ def test_a_worker_killed_mid_build_leaves_the_output_unchanged(
     # Wait for the first item block's output: the later blocks need the occurrence files and the
     # persisted marginals, some of which live on the worker about to die.
     deadline = time.monotonic() + 240
-    while not list(out.glob(".scratch-*/parts/*.parquet")):
+    while not list(out.glob(".scratch-*/parts/part-*")):  # a finished part (temporaries start with a dot)
         assert build.poll() is None, build.stderr.read() if build.stderr else ""
         assert time.monotonic() < deadline
         time.sleep(0.02)
