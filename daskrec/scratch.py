@@ -220,17 +220,26 @@ def _read_arrays(url: str, wanted: set[str] | None = None) -> dict[str, np.ndarr
 def write_split(url: str, pieces: Iterable[sp.csr_array]) -> None:
     """Write row pieces as consecutive batches (``items`` and ``counts`` list columns, a row a
     user), in their own types."""
+    _write_batches(url, (_rows_batch(piece) for piece in pieces))
+
+
+def _rows_batch(piece: sp.csr_array) -> pa.RecordBatch:
+    """A piece's rows as ``items`` and ``counts`` list columns."""
+    offsets = pa.array(piece.indptr.astype(np.int32 if piece.nnz < 2**31 else np.int64))
+    list_type = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
+    return pa.record_batch(
+        {
+            "items": list_type.from_arrays(offsets, pa.array(piece.indices)),
+            "counts": list_type.from_arrays(offsets, pa.array(piece.data)),
+        }
+    )
+
+
+def _write_batches(url: str, batches: Iterable[pa.RecordBatch]) -> None:
+    """Write record batches of one schema to ``url`` as one Arrow IPC file (none: an empty file)."""
     with replacing(url) as f:
         writer: pa.ipc.RecordBatchFileWriter | None = None
-        for piece in pieces:
-            offsets = pa.array(piece.indptr.astype(np.int32 if piece.nnz < 2**31 else np.int64))
-            list_type = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
-            batch = pa.record_batch(
-                {
-                    "items": list_type.from_arrays(offsets, pa.array(piece.indices)),
-                    "counts": list_type.from_arrays(offsets, pa.array(piece.data)),
-                }
-            )
+        for batch in batches:
             if writer is None:
                 writer = pa.ipc.new_file(f, batch.schema)
             writer.write_batch(batch)
@@ -253,15 +262,7 @@ def read_split(url: str, piece: int, n_items: int) -> sp.csr_array:
 def write_groups(url: str, groups: Iterable[dict[str, np.ndarray]]) -> None:
     """Write groups of equal-length named columns (the same names and types in every group), one
     Arrow IPC record batch a group, so that a reader reads only its own (:func:`read_group`)."""
-    with replacing(url) as f:
-        writer: pa.ipc.RecordBatchFileWriter | None = None
-        for group in groups:
-            batch = pa.record_batch(group)
-            if writer is None:
-                writer = pa.ipc.new_file(f, batch.schema)
-            writer.write_batch(batch)
-        if writer is not None:
-            writer.close()
+    _write_batches(url, (pa.record_batch(group) for group in groups))
 
 
 def read_group(url: str, group: int) -> dict[str, np.ndarray]:
