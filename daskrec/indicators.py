@@ -737,8 +737,9 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
     first_row: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Rows ``[start, stop)`` with ``rows = (start, stop, resident_stop)`` (``margins``: row and
-    column sums, totals; ``tables``: :class:`PairTables`' arrays, in order): each primary pair ``i < j`` scored both ways, into the heaps of rows
-    ``start..resident_stop-1`` (``heaps``: :class:`_Heaps`' arrays, row ``r`` at ``r - start``)
+    column sums, totals; ``tables``: :class:`PairTables`' arrays, in order): each primary pair
+    ``i < j`` scored both ways, into the heaps of rows ``start..resident_stop-1`` (``heaps``:
+    :class:`_Heaps`' arrays, row ``r`` at ``r - start``)
     and, for a later row ``j``, into the spilled candidates returned (row ``j``, item ``i``,
     score, and how many) if it passes the score test; cross columns into ``cross_*`` (field ``f``
     at ``f - 1``) at once. ``row_nonzeros[i - first_row]`` gets row ``i``'s nonzeros with each

@@ -91,8 +91,8 @@ __all__ = [
 
 _BLOCKS_PER_THREAD = 4
 _BYTES_PER_SPLIT_ENTRY = 40
-"""Memory per entry of a group of item blocks a bucket's split fills (int64 item and count, and
-their narrowed copies as written), with a margin."""
+"""Memory per entry of a group of item blocks a bucket's split fills (its pieces as filled, int32
+items and int16 counts when narrow, and their Arrow batches as written), with a wide margin."""
 _BYTES_PER_SUFFIX_ENTRY = 20
 """Memory per entry an item block gathers when the matrix is not shared (narrow: twice that
 with int64 counts): its pieces as read (int32 item, int16 count), their stacked copy, the rows'
@@ -502,8 +502,7 @@ def _indicator_stages(
         # block (a user's row goes to each block holding one of its items, from that item on),
         # and each block takes its own rows' pairs with the items after them (pair_block),
         # handing the later rows' candidates to their blocks through spill files.
-        # A count is at most a visitor's kept rows, so int16 holds every count when they fit.
-        narrow = config.ingest.recent <= np.iinfo(np.int16).max
+        narrow = _narrow_counts(config)
         if not shared:
             tasks = _paired_parts(blocks, plan, (vocabulary, summary.margins, item_counts), config, (folder, parts), narrow)
         elif whole:
@@ -663,6 +662,11 @@ def _tree(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
     return values[0]
 
 
+def _narrow_counts(config: BuildConfig) -> bool:
+    """Whether int16 holds every occurrence count: a count is at most a visitor's kept rows."""
+    return config.ingest.recent <= np.iinfo(np.int16).max
+
+
 def _paired_block_count(suffix_entries: float, items: tuple[int, int], config: BuildConfig, threads: int) -> int:
     """Item blocks when the matrix is not shared: a few per thread for balance, more when a
     block's share of the ``suffix_entries`` it gathers (see :class:`co.BlockSummary`) and its own
@@ -670,7 +674,7 @@ def _paired_block_count(suffix_entries: float, items: tuple[int, int], config: B
     and the largest item margin."""
     n_items, largest_margin = items
     fields, top_k = 1 + len(config.ingest.cross_event_types), config.indicators.top_k
-    narrow = config.ingest.recent <= np.iinfo(np.int16).max
+    narrow = _narrow_counts(config)
     fixed = pair_block_bytes(n_items, fields, top_k, 0, largest_margin)
     per_row = pair_block_bytes(n_items, fields, top_k, 1, largest_margin) - fixed
     room = task_memory_bytes() - fixed
@@ -896,11 +900,11 @@ def _paired_parts(  # noqa: PLR0913
     scoring = (margins, delayed(pair_tables)(margins))
     paired: list[Delayed] = []
     merged: list[Delayed] = []
+    # A block's pairs wait for the merge of the block _MERGE_LAG threads before it: left to
+    # themselves, the scheduler ran every pair task first and half the merges after the last (5 s
+    # of a 100M-event build's 40 s indicators stage).
+    lag = _MERGE_LAG * scheduler_threads()
     for number, (spill, url) in enumerate(zip(spills, parts)):
-        # A block's pairs wait for the merge of the block _MERGE_LAG threads before it: left to
-        # themselves, the scheduler ran every pair task first and half the merges after the last
-        # (5 s of a 100M-event build's 40 s indicators stage).
-        lag = _MERGE_LAG * scheduler_threads()
         ready = rows if number < lag else delayed(_after)(merged[number - lag], rows)
         paired.append(delayed(_pair_part)(ready, number, scoring, cuts, config, narrow, spill))
         # A block's merge needs the spill files of every block up to it: it waits for its own
