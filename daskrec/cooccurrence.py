@@ -24,7 +24,7 @@ layouts instead of 32; their arithmetic is int64).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,6 +35,8 @@ import scipy.sparse as sp
 
 __all__ = [
     "Occurrences",
+    "Compressed",
+    "Layouts",
     "Marginals",
     "BlockSummary",
     "occurrence_block",
@@ -44,13 +46,17 @@ __all__ = [
     "summarise",
     "combine_summaries",
     "item_rows",
-    "split_by_items",
     "downsample",
     "split_by_work",
 ]
 
 COUNT_DTYPE = np.int64
 """Type of occurrence and co-occurrence counts."""
+
+Compressed = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A compressed sparse layout's arrays: its pointers, its indices and its values."""
+Layouts = tuple[Compressed, Compressed, tuple[int, int]]
+"""A block's rows (CSR) and columns (CSC), and its shape, as arrays."""
 
 
 @dataclass(frozen=True)
@@ -238,37 +244,6 @@ def _append_columns(  # noqa: PLR0913 - a compiled kernel takes arrays, not obje
     return True
 
 
-def item_rows(pieces: Iterable[sp.csr_array], start: int, stop: int, *, narrow: bool = False) -> Occurrences:
-    """Stack row pieces (disjoint users, the same item columns) into what the co-occurrence rows
-    of the items ``[start, stop)`` read: ``by_user`` holds the pieces' rows as they are, and
-    ``by_item`` only the columns ``[start, stop)`` (the others are empty).
-
-    The pieces are whole blocks, or the pieces :func:`split_by_items` cut for this item range.
-    ``narrow`` as in :func:`stack_occurrences` (and the same ``ValueError``).
-    """
-    indptrs, indices_list, data_list = [], [], []
-    n_items = 0
-    for piece in pieces:
-        n_items = piece.shape[1]
-        indptrs.append(np.diff(piece.indptr))
-        indices_list.append(piece.indices)
-        data_list.append(piece.data)
-    lengths = np.concatenate(indptrs)
-    small, count = _stacked_types(narrow, int(lengths.sum()), len(lengths), n_items)
-    indptr = np.r_[0, np.cumsum(lengths)].astype(small)
-    indices = np.concatenate(indices_list, dtype=small)  # converted while copied: no other copy
-    for values in data_list:
-        _check_counts_fit(values, count)
-    data = np.concatenate(data_list, dtype=count)
-    del indptrs, indices_list, data_list, lengths
-    item_indptr, item_users, item_data = _columns(indptr, indices, data, start, min(stop, n_items), n_items)
-    shape = (len(indptr) - 1, n_items)
-    return Occurrences(
-        by_user=sp.csr_array((data, indices, indptr), shape=shape),
-        by_item=sp.csc_array((item_data, item_users.astype(small), item_indptr.astype(small)), shape=shape),
-    )
-
-
 def _stacked_types(narrow: bool, entries: int, n_users: int, n_items: int) -> tuple[type[np.integer], type[np.integer]]:
     """Types of a stacked matrix's positions and counts: int32 positions where they fit and int16
     counts when ``narrow``, else int64 both."""
@@ -279,131 +254,132 @@ def _stacked_types(narrow: bool, entries: int, n_users: int, n_items: int) -> tu
 
 def _check_counts_fit(values: np.ndarray, count: type[np.integer]) -> None:
     """Raise ``ValueError`` if a count of ``values`` would wrap as ``count``."""
-    if values.dtype.itemsize > np.dtype(count).itemsize and len(values) and int(values.max()) > int(np.iinfo(count).max):
-        raise ValueError(f"a count of {int(values.max())} does not fit {np.dtype(count)}: stack without narrow")
+    if values.dtype.itemsize > np.dtype(count).itemsize and len(values):
+        _check_largest_fits(int(values.max()), count)
 
 
-def split_by_items(block: sp.csr_array, cuts: np.ndarray, max_entries: int, *, narrow: bool = False) -> Iterator[sp.csr_array]:
-    """For every item range ``[cuts[k], cuts[k+1])`` in turn, the rows of the block's users who
-    have an item in it, each from that item on (items ascending): what the pairs of the range's
-    items with the items after them read (:func:`~daskrec.indicators.pair_block`). A user appears
-    in every range it touches, with less of its row each time: about half of what whole rows took.
+def _check_largest_fits(largest: int, count: type[np.integer]) -> None:
+    """Raise ``ValueError`` if the count ``largest`` would wrap as ``count``."""
+    if largest > int(np.iinfo(count).max):
+        raise ValueError(f"a count of {largest} does not fit {np.dtype(count)}: stack without narrow")
 
-    Ranges are filled a group at a time, each group holding at most about ``max_entries`` entries
-    (a single range may exceed it), so the block is scanned once per group. The pieces' items are
-    int32 when every column's code fits, and their counts int16 if ``narrow`` (see
-    :func:`stack_occurrences`, and its ``ValueError``): filling 16-byte entries cost ~3x the time.
+
+def item_rows(blocks: Sequence[Callable[[], Layouts]], items: tuple[int, int], *, narrow: bool = False) -> Occurrences:
+    """What the pairs of the items ``[start, stop)`` with the items after them read
+    (:func:`~daskrec.indicators.pair_block`), from blocks of disjoint users: the rows of the users
+    who have an item in the range, each from the first such item on (in block order, then user
+    order), and the range's columns in item layout (the other columns are empty). A user gives
+    every range it touches less of its row each time: about half of what whole rows would take.
+
+    Each of ``blocks`` gives a block's layouts when called (twice: once to size the result, once
+    to fill it). Their columns find the users (only the range's are read) and each user's row is
+    read from its first item in the range on, so that a block whose arrays are memory-mapped
+    (:func:`daskrec.scratch.map_layouts`) is read only where the range needs it and held only
+    while it is read. Each user's items must be in ascending order, as :func:`stack_blocks` leaves
+    them (not checked: that would read every row). ``narrow`` as in :func:`stack_occurrences`
+    (and the same ``ValueError``).
     """
-    if not block.has_sorted_indices:
-        block = block.sorted_indices()
-    small, count = _stacked_types(narrow, 0, 0, block.shape[1])
-    _check_counts_fit(block.data, count)
-    n_ranges = len(cuts) - 1
-    range_of_item = np.full(block.shape[1], -1, dtype=np.int64)  # cross columns belong to no range
-    range_of_item[: cuts[-1]] = np.repeat(np.arange(n_ranges, dtype=np.int64), np.diff(cuts))
-    indptr = block.indptr.astype(np.int64, copy=False)
-    rows, entries = _split_sizes(indptr, block.indices, range_of_item, n_ranges)
-    first = 0
-    while first < n_ranges:
-        last = first + 1
-        while last < n_ranges and entries[first : last + 1].sum() <= max_entries:
-            last += 1
-        filled = entries[first:last].sum()
-        indices, data = np.empty(filled, dtype=small), np.empty(filled, dtype=count)
-        lengths = _split_fill(
-            indptr, block.indices, block.data, range_of_item, first, last, rows[first:last], entries[first:last], (indices, data)
-        )
-        row_start, entry_start = 0, 0
-        for k in range(first, last):
-            row_stop, entry_stop = row_start + rows[k], entry_start + entries[k]
-            piece_indptr = np.r_[0, np.cumsum(lengths[row_start:row_stop])]
-            yield sp.csr_array(
-                (data[entry_start:entry_stop], indices[entry_start:entry_stop], piece_indptr),
-                shape=(int(rows[k]), block.shape[1]),
-            )
-            row_start, entry_start = row_stop, entry_stop
-        first = last
+    start, stop = items
+    found = [_users_in(layouts(), items) for layouts in blocks]  # each block's mapping goes as soon as it is read
+    n_columns = max((n for *_, n in found), default=0)
+    lengths = np.concatenate([length for _, _, length, _, _ in found]) if found else np.zeros(0, np.int64)
+    entries = int(lengths.sum())
+    range_indptr = np.r_[0, np.cumsum(sum((columns for *_, columns, _ in found), np.zeros(stop - start, np.int64)))]
+    small, count = _stacked_types(narrow, entries, len(lengths), n_columns)
+    indices, data = np.empty(entries, dtype=small), np.empty(entries, dtype=count)
+    item_users, item_data = np.empty(int(range_indptr[-1]), dtype=small), np.empty(int(range_indptr[-1]), dtype=count)
+    filled, at, first_user, largest = range_indptr[:-1].copy(), 0, 0, 0
+    for layouts, (users, firsts, length, _, _) in zip(blocks, found):
+        rows, columns, (n_users, _) = layouts()
+        copied = at + int(length.sum())
+        largest = max(largest, _copy_from(rows, users, firsts, (indices[at:copied], data[at:copied])))
+        _copy_columns(columns, users, n_users, first_user, items, filled, (item_users, item_data))
+        at, first_user = copied, first_user + len(users)
+        del rows, columns
+    _check_largest_fits(largest, count)
+    item_indptr = np.empty(n_columns + 1, dtype=small)  # scipy keeps int32 indices only beside an int32 indptr
+    item_indptr[: start + 1] = 0
+    item_indptr[start : stop + 1] = range_indptr
+    item_indptr[stop + 1 :] = range_indptr[-1]
+    shape = (len(lengths), n_columns)
+    return Occurrences(
+        by_user=sp.csr_array((data, indices, np.r_[0, np.cumsum(lengths)].astype(small)), shape=shape),
+        by_item=sp.csc_array((item_data, item_users, item_indptr), shape=shape),
+    )
+
+
+def _users_in(layouts: Layouts, items: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A block's users with an item in the range ``items``, each one's position of its first such
+    item, its row's length from there, the range's entries per column, and the block's columns."""
+    (indptr, indices, _), (item_indptr, item_users, _), (n_users, n_columns) = layouts
+    users, firsts = _first_in_range(indptr, indices, item_indptr, item_users, n_users, items[0], items[1])
+    return users, firsts, indptr[users + 1] - firsts, np.diff(item_indptr[items[0] : items[1] + 1]).astype(np.int64), n_columns
 
 
 @numba.njit(nogil=True, cache=True)
-def _split_sizes(
-    indptr: np.ndarray, indices: np.ndarray, range_of_item: np.ndarray, n_ranges: int
+def _first_in_range(
+    indptr: np.ndarray, indices: np.ndarray, item_indptr: np.ndarray, item_users: np.ndarray, n_users: int, start: int, stop: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and entries each item range's piece will hold."""
-    rows = np.zeros(n_ranges, dtype=np.int64)
-    entries = np.zeros(n_ranges, dtype=np.int64)
-    last_row = np.full(n_ranges, -1, dtype=np.int64)
-    for row in range(len(indptr) - 1):
-        for q in range(indptr[row], indptr[row + 1]):
-            k = range_of_item[indices[q]]
-            if k >= 0 and last_row[k] != row:
-                last_row[k] = row
-                rows[k] += 1
-                entries[k] += indptr[row + 1] - q
-    return rows, entries
+    """The users (ascending) with an item in ``[start, stop)``, found from the columns' users, and
+    the position of each one's first such item in ``indices``."""
+    touched = np.zeros(n_users, dtype=np.bool_)
+    for q in range(item_indptr[start], item_indptr[stop]):
+        touched[item_users[q]] = True
+    users = np.flatnonzero(touched)
+    firsts = np.empty(len(users), dtype=np.int64)
+    for k in range(len(users)):
+        low, high = indptr[users[k]], indptr[users[k] + 1]
+        while low < high:  # the first of the row's items that is at least start
+            middle = (low + high) // 2
+            if indices[middle] < start:
+                low = middle + 1
+            else:
+                high = middle
+        firsts[k] = low
+    return users, firsts
 
 
 @numba.njit(nogil=True, cache=True)
-def _split_fill(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    data: np.ndarray,
-    range_of_item: np.ndarray,
-    first: int,
-    last: int,
-    rows: np.ndarray,
-    entries: np.ndarray,
-    out: tuple[np.ndarray, np.ndarray],
-) -> np.ndarray:
-    """The pieces of the ranges ``[first, last)``, one after another: their items and counts into
-    ``out``, converted as copied; returns their rows' lengths."""
-    n = last - first
-    row_cursor = np.zeros(n, dtype=np.int64)
-    entry_cursor = np.zeros(n, dtype=np.int64)
-    for k in range(1, n):
-        row_cursor[k] = row_cursor[k - 1] + rows[k - 1]
-        entry_cursor[k] = entry_cursor[k - 1] + entries[k - 1]
-    lengths = np.empty(rows.sum(), dtype=np.int64)
+def _copy_from(rows: Compressed, users: np.ndarray, firsts: np.ndarray, out: tuple[np.ndarray, np.ndarray]) -> int:
+    """Each of ``users``' items and counts from its position in ``firsts`` on into ``out``, one
+    row after another, converted as copied; returns the largest count copied (0 if none)."""
+    indptr, indices, data = rows
     out_indices, out_data = out
-    last_row = np.full(n, -1, dtype=np.int64)
-    for row in range(len(indptr) - 1):
-        for q in range(indptr[row], indptr[row + 1]):
-            k = range_of_item[indices[q]] - first
-            if 0 <= k < n and last_row[k] != row:
-                last_row[k] = row
-                lengths[row_cursor[k]] = indptr[row + 1] - q
-                row_cursor[k] += 1
-                at = entry_cursor[k]
-                for r in range(q, indptr[row + 1]):
-                    out_indices[at] = indices[r]
-                    out_data[at] = data[r]
-                    at += 1
-                entry_cursor[k] = at
-    return lengths
+    at, largest = 0, 0
+    for k in range(len(users)):
+        for q in range(firsts[k], indptr[users[k] + 1]):
+            out_indices[at] = indices[q]
+            out_data[at] = data[q]
+            largest = max(largest, data[q])
+            at += 1
+    return largest
 
 
 @numba.njit(nogil=True, cache=True)
-def _columns(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, start: int, stop: int, n_items: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The columns ``[start, stop)`` of a CSR matrix in CSC layout (rows ascending)."""
-    item_indptr = np.zeros(n_items + 1, dtype=np.int64)
-    for q in range(len(indices)):
-        if start <= indices[q] < stop:
-            item_indptr[indices[q] + 1] += 1
-    for j in range(n_items):
-        item_indptr[j + 1] += item_indptr[j]
-    filled = item_indptr[:-1].copy()
-    users = np.empty(item_indptr[-1], dtype=np.int64)
-    values = np.empty(item_indptr[-1], dtype=data.dtype)
-    for row in range(len(indptr) - 1):
-        for q in range(indptr[row], indptr[row + 1]):
-            j = indices[q]
-            if start <= j < stop:
-                users[filled[j]] = row
-                values[filled[j]] = data[q]
-                filled[j] += 1
-    return item_indptr, users, values
+def _copy_columns(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
+    columns: Compressed,
+    users: np.ndarray,
+    n_users: int,
+    first_user: int,
+    items: tuple[int, int],
+    filled: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Append the columns ``[start, stop)`` of a block's item layout to each column's users (and
+    counts) in ``out``, at ``filled[j - start]`` (which moves on), each user renumbered as its
+    place in ``users`` (ascending, holding every user of those columns) after ``first_user``."""
+    indptr, column_users, data = columns
+    out_users, out_data = out
+    place = np.empty(n_users, dtype=np.int64)
+    for k in range(len(users)):
+        place[users[k]] = first_user + k
+    for j in range(items[0], items[1]):
+        at = filled[j - items[0]]
+        for q in range(indptr[j], indptr[j + 1]):
+            out_users[at] = place[column_users[q]]
+            out_data[at] = data[q]
+            at += 1
+        filled[j - items[0]] = at
 
 
 def binarise(block: sp.csr_array) -> sp.csr_array:
@@ -477,7 +453,7 @@ class BlockSummary:
     suffix_entries: np.ndarray
     """Per item, ``Σ_{u has i}`` the entries of ``u`` from ``i`` on (its items ascending): what
     the pairs of ``i`` with the items after it read, and a bound on what a block of rows holding
-    ``i`` gathers for it (:func:`split_by_items`; float64, exact below 2**53)."""
+    ``i`` gathers for it (:func:`rows_from`; float64, exact below 2**53)."""
 
 
 def summarise(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> BlockSummary:

@@ -567,7 +567,7 @@ def pair_block(  # noqa: PLR0913
     its own block to merge (:func:`merged_block`), since its threshold is not known yet.
 
     ``occurrences`` needs only, for the users of the block's items, their items from their first
-    one in the block on (ascending; :func:`~daskrec.cooccurrence.split_by_items` cuts that), and
+    one in the block on (ascending; :func:`~daskrec.cooccurrence.item_rows` gathers that), and
     the block's columns in item layout.
 
     Raises

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 import logging
 import math
@@ -90,14 +91,13 @@ __all__ = [
 ]
 
 _BLOCKS_PER_THREAD = 4
-_BYTES_PER_SPLIT_ENTRY = 40
-"""Memory per entry of a group of item blocks a bucket's split fills (its pieces as filled, int32
-items and int16 counts when narrow, and their Arrow batches as written), with a wide margin."""
-_BYTES_PER_SUFFIX_ENTRY = 20
+_BYTES_PER_SUFFIX_ENTRY = 14
 """Memory per entry an item block gathers when the matrix is not shared (narrow: twice that
-with int64 counts): its pieces as read (int32 item, int16 count), their stacked copy, the rows'
-pointers and cursors, and the candidates it hands on (7% of an entry at 100M events, 16 bytes
-each, up to twice that as their arrays grow and once more when grouped by block)."""
+with int64 counts): the entry (int32 item, int16 count), the rows' pointers and cursors and what
+sizes them (~2 bytes an entry), the candidates it hands on (7% of an entry at 100M events, 16
+bytes each, up to twice that as their arrays grow and once more when grouped by block), and a
+margin. It was 20 while the rows were read as pieces and stacked (two copies): 75 blocks
+instead of 100 at 100M events under 1.1 GB, peak 0.95 GB."""
 _BYTES_PER_SHARED_ENTRY = 32
 """Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each;
 stacked narrow it takes 12, the rest a margin for the kernels' own arrays)."""
@@ -871,11 +871,6 @@ def _all_rows(blocks: list[str], threads: int, narrow: bool) -> co.Occurrences:
     return co.stack_occurrences(layouts, n_users, column_entries, threads, narrow=narrow)
 
 
-def _split_block(block: str, cuts: np.ndarray, max_entries: int, url: str, narrow: bool) -> None:
-    """Write a bucket's rows split by the item blocks ``cuts`` (see :func:`co.split_by_items`)."""
-    scratch.write_split(url, co.split_by_items(scratch.read_block(block)[0], cuts, max_entries, narrow=narrow))
-
-
 def _paired_parts(  # noqa: PLR0913
     blocks: list[str],
     plan: list[tuple[int, int]],
@@ -884,18 +879,14 @@ def _paired_parts(  # noqa: PLR0913
     where: tuple[str, list[str]],
     narrow: bool,
 ) -> list[Delayed]:
-    """The tasks that write the output's parts when the occurrence matrix is not shared: each
-    bucket's rows split by the item blocks of ``plan``; each block's pairs with the items after
-    it (:func:`_pair_part`), in any order; then each block's rows merged with what the blocks
+    """The tasks that write the output's parts when the occurrence matrix is not shared: each item
+    block of ``plan`` takes its pairs with the items after it (:func:`_pair_part`), in any order,
+    from the occurrence ``blocks``' files; then each block's rows are merged with what the blocks
     before it found for them (:func:`_merged_part`). ``tables``: the vocabulary, the margins and
     the item counts; ``where``: the scratch folder and the parts' files."""
     vocabulary, margins, item_counts = tables
     folder, parts = where
     cuts = np.array([start for start, _ in plan] + [plan[-1][1]], dtype=np.int64)
-    split = [f"{folder}/split/bucket-{b:06d}.arrow" for b in range(len(blocks))]
-    max_entries = task_memory_bytes() // _BYTES_PER_SPLIT_ENTRY
-    written = [delayed(_split_block)(block, cuts, max_entries, url, narrow) for block, url in zip(blocks, split)]
-    rows = delayed(_after)(written, split)
     spills = [f"{folder}/spill/block-{number:06d}.arrow" for number in range(len(plan))]
     scoring = (margins, delayed(pair_tables)(margins))
     paired: list[Delayed] = []
@@ -905,7 +896,7 @@ def _paired_parts(  # noqa: PLR0913
     # of a 100M-event build's 40 s indicators stage).
     lag = _MERGE_LAG * scheduler_threads()
     for number, (spill, url) in enumerate(zip(spills, parts)):
-        ready = rows if number < lag else delayed(_after)(merged[number - lag], rows)
+        ready = blocks if number < lag else delayed(_after)(merged[number - lag], blocks)
         paired.append(delayed(_pair_part)(ready, number, scoring, cuts, config, narrow, spill))
         # A block's merge needs the spill files of every block up to it: it waits for its own
         # pairs and the merge before it (which waited for theirs). Depending on each earlier
@@ -918,16 +909,15 @@ def _paired_parts(  # noqa: PLR0913
 
 
 def _pair_part(  # noqa: PLR0913
-    rows: list[str], number: int, scoring: tuple[co.Marginals, PairTables], cuts: np.ndarray, config: BuildConfig, narrow: bool, url: str
+    blocks: list[str], number: int, scoring: tuple[co.Marginals, PairTables], cuts: np.ndarray, config: BuildConfig, narrow: bool, url: str
 ) -> int:
-    """Item block ``number``'s pairs with the items after it, from its pieces of every bucket's
-    split file (:func:`pair_block`; ``scoring``: the margins and their tables); writes to ``url``
-    its rows' candidates, then each later block's, one group a block; returns the nonzeros it
-    counted."""
+    """Item block ``number``'s pairs with the items after it (:func:`pair_block`; ``scoring``: the
+    margins and their tables), from its users' rows in every occurrence block's file, each from
+    its first item in the block on (:func:`co.item_rows`); writes to ``url`` its rows'
+    candidates, then each later block's, one group a block; returns the nonzeros it counted."""
     margins, tables = scoring
     start, stop = int(cuts[number]), int(cuts[number + 1])
-    n_columns = int(cuts[-1]) * len(margins.totals)
-    occurrences = co.item_rows((scratch.read_split(url, number, n_columns) for url in rows), start, stop, narrow=narrow)
+    occurrences = co.item_rows([functools.partial(scratch.map_layouts, block) for block in blocks], (start, stop), narrow=narrow)
     block = pair_block(occurrences, margins, tables, start, stop, config.indicators.top_k, config.indicators.min_llr)
     del occurrences
     later = block.later.by_block(cuts[number + 1 :])

@@ -17,11 +17,11 @@ or not.
     become its ``state/<generation>/`` (see :func:`daskrec.pipeline.update_build`).
 ``occurrences/raw-B.arrays``, ``occurrences/final-B.arrays``
     Bucket B's occurrence matrix (users x all items) as scored (counts for the SPEC's table,
-    binarised for Mahout's) in both layouts (CSR, and CSC for whoever stacks every bucket's);
-    when downsampling, raw holds the counts and the users' keys and final the scored matrix.
-``split/bucket-B.arrow``
-    When the item blocks do not share one copy of the occurrence matrix: for every item block K,
-    batch K holds the rows of bucket B's users who have one of its items, from the first such on.
+    binarised for Mahout's) in both layouts (CSR, and CSC for whoever stacks every bucket's or
+    looks up an item block's users in it); when downsampling, raw holds the counts and the users'
+    keys and final the scored matrix. When the item blocks do not share one copy of the matrix,
+    each block reads its users' rows from every bucket's file, memory-mapped
+    (:func:`map_layouts`).
 ``spill/block-K.arrow``
     Item block K's candidates for indicators, when the blocks do not share the occurrence
     matrix: group 0 its own rows' best, then group G the candidates of block K + G's rows from
@@ -43,12 +43,14 @@ from contextlib import contextmanager
 from typing import IO
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from .cooccurrence import Layouts
 from .output import replacing, write_slices
 
 __all__ = [
@@ -60,9 +62,8 @@ __all__ = [
     "write_block",
     "read_block",
     "read_layouts",
+    "map_layouts",
     "read_sizes",
-    "write_split",
-    "read_split",
     "write_groups",
     "read_group",
     "write_part",
@@ -175,6 +176,38 @@ def read_layouts(url: str) -> tuple[sp.csr_array, sp.csc_array]:
     return by_user, by_item
 
 
+def map_layouts(url: str) -> Layouts:
+    """An occurrence block written with its item layout: the arrays of its rows and of its
+    columns, and its shape; memory-mapped when the file is local (read whole otherwise), for a
+    reader that needs a little of each of many blocks (an item block's users and their rows,
+    :func:`~daskrec.cooccurrence.item_rows`). Only the pages it reads are brought in, from the
+    page cache; the mapping goes when the arrays do, so drop them as soon as they are read. No
+    sparse array is made of them: scipy's checks of the pointers touched every page of them
+    (~0.6 ms a block, 3 s of a 100M-event build's tasks).
+
+    Why not read the parts needed by offset: an item block's users are spread over the whole
+    block file, so reads by range would be one per user; and not a split written once per item
+    block (as builds did up to 2026-12-01): that wrote 5.8 GB for the 100M-event benchmark, and
+    writing files costs this VM ~1 s of a core per GB, more than reading mapped pages does."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        with open(path, "rb") as f:
+            places = _array_places(url, f)
+        whole = np.memmap(path, dtype=np.uint8, mode="r")
+        stored = {
+            name: whole[offset : offset + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
+            for name, (shape, dtype, offset) in places.items()
+        }
+    else:
+        stored = _read_arrays(url)
+    n_users, n_items = (int(n) for n in stored["shape"])
+    return (
+        (stored["indptr"], stored["indices"], stored["data"]),
+        (stored["item_indptr"], stored["item_users"], stored["item_data"]),
+        (n_users, n_items),
+    )
+
+
 def _by_user(stored: dict[str, np.ndarray]) -> sp.csr_array:
     """The rows of a block file's arrays."""
     n_users, n_items = (int(n) for n in stored["shape"])
@@ -182,11 +215,14 @@ def _by_user(stored: dict[str, np.ndarray]) -> sp.csr_array:
 
 
 # A block file is its arrays' names (a JSON list, after its length as 8 little-endian bytes), then
-# each array in the .npy format, in that order. Not an .npz: a zip computes a CRC of every member
-# on both ends (26 blocks the size of a 50M-event build's: read back in 0.35 s as .npz, 0.19 s
-# so; written in 0.79–0.85 s, 0.63–0.72 s so), and a task that dies mid-write leaves no file (see
-# replacing), so there is nothing for a checksum to find.
+# each array in the .npy format, in that order, each starting at a multiple of _ALIGNMENT bytes
+# (zeros before it), so that a memory-mapped array is aligned to its type (.npy pads its header
+# to 64 bytes). Not an .npz: a zip computes a CRC of every member on both ends (26 blocks the size
+# of a 50M-event build's: read back in 0.35 s as .npz, 0.19 s so; written in 0.79–0.85 s,
+# 0.63–0.72 s so), and a task that dies mid-write leaves no file (see replacing), so there is
+# nothing for a checksum to find.
 _NAMES_LENGTH = 8
+_ALIGNMENT = 64
 
 
 def _write_arrays(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
@@ -194,6 +230,7 @@ def _write_arrays(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
     names = json.dumps(list(arrays)).encode()
     f.write(len(names).to_bytes(_NAMES_LENGTH, "little") + names)
     for values in arrays.values():
+        f.write(bytes(-f.tell() % _ALIGNMENT))
         np.lib.format.write_array(f, np.ascontiguousarray(values), allow_pickle=False)
 
 
@@ -202,37 +239,33 @@ def _read_arrays(url: str, wanted: set[str] | None = None) -> dict[str, np.ndarr
     the others are skipped, not read)."""
     arrays = {}
     with fsspec.open(url, "rb") as f:
-        names = json.loads(f.read(int.from_bytes(f.read(_NAMES_LENGTH), "little")))
-        for name in names:
+        for name, (shape, dtype, offset) in _array_places(url, f).items():
             if wanted is None or name in wanted:
-                try:
-                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
-                except ValueError as error:  # numpy's word for a file that ends too soon, or a bad header
-                    raise OSError(f"{url}: the block file is cut short or damaged in its array {name!r}") from error
-                continue
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(f)
-            f.seek(math.prod(shape) * dtype.itemsize, io.SEEK_CUR)
+                f.seek(offset)
+                arrays[name] = np.empty(shape, dtype=dtype)
+                f.readinto(arrays[name].view(np.uint8))  # all there: _array_places checked the size
     return arrays
 
 
-def write_split(url: str, pieces: Iterable[sp.csr_array]) -> None:
-    """Write row pieces as consecutive batches (``items`` and ``counts`` list columns, a row a
-    user), in their own types."""
-    _write_batches(url, (_rows_batch(piece) for piece in pieces))
-
-
-def _rows_batch(piece: sp.csr_array) -> pa.RecordBatch:
-    """A piece's rows as ``items`` and ``counts`` list columns."""
-    offsets = pa.array(piece.indptr.astype(np.int32 if piece.nnz < 2**31 else np.int64))
-    list_type = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
-    return pa.record_batch(
-        {
-            "items": list_type.from_arrays(offsets, pa.array(piece.indices)),
-            "counts": list_type.from_arrays(offsets, pa.array(piece.data)),
-        }
-    )
+def _array_places(url: str, f: IO[bytes]) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
+    """Each array's shape, type and offset in ``f`` (``url`` opened), a file written by
+    :func:`_write_arrays`, from its headers alone; ``OSError`` if it is cut short or damaged."""
+    size = f.seek(0, io.SEEK_END)
+    f.seek(0)
+    names = json.loads(f.read(int.from_bytes(f.read(_NAMES_LENGTH), "little")))
+    places = {}
+    for name in names:
+        f.seek(-f.tell() % _ALIGNMENT, io.SEEK_CUR)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+        except ValueError as error:  # numpy's word for a file that ends too soon, or a bad header
+            raise OSError(f"{url}: the block file is cut short or damaged in its array {name!r}") from error
+        places[name] = (shape, dtype, f.tell())
+        if f.seek(math.prod(shape) * dtype.itemsize, io.SEEK_CUR) > size:
+            raise OSError(f"{url}: the block file is cut short or damaged in its array {name!r}")
+    return places
 
 
 def _write_batches(url: str, batches: Iterable[pa.RecordBatch]) -> None:
@@ -245,18 +278,6 @@ def _write_batches(url: str, batches: Iterable[pa.RecordBatch]) -> None:
             writer.write_batch(batch)
         if writer is not None:
             writer.close()
-
-
-def read_split(url: str, piece: int, n_items: int) -> sp.csr_array:
-    """Batch ``piece`` of a file written by :func:`write_split`, as CSR rows over ``n_items`` items."""
-    with fsspec.open(url, "rb") as f:
-        batch = pa.ipc.open_file(f).get_batch(piece)
-    items, counts = batch.column("items"), batch.column("counts")
-    offsets = items.offsets.to_numpy()
-    indptr = offsets - offsets[0]
-    indices = items.values.to_numpy()[offsets[0] : offsets[-1]]
-    data = counts.values.to_numpy()[offsets[0] : offsets[-1]]
-    return sp.csr_array((data, indices, indptr), shape=(len(indptr) - 1, n_items))
 
 
 def write_groups(url: str, groups: Iterable[dict[str, np.ndarray]]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dask
@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 from elasticsearch import Elasticsearch
 
+from daskrec import cooccurrence as co
 from daskrec import BuildConfig, IngestConfig, build_indicators, build_manifest, generate_events, write_output
 from daskrec.es import EsSettings, connect_es
 from daskrec.synth import SynthConfig
@@ -161,3 +163,10 @@ def secured() -> dict[str, str]:
     except Exception as err:  # noqa: BLE001
         pytest.fail(f"the secured Elasticsearch at {admin.url} does not answer ({err}); start it with `make es-up-secure`")
     return values
+
+
+def layouts_of(rows: sp.csr_array) -> Callable[[], co.Layouts]:
+    """A block of ``rows`` as :func:`daskrec.cooccurrence.item_rows` takes it."""
+    block = co.stack_blocks([rows])
+    by_user, by_item = block.by_user, block.by_item
+    return lambda: ((by_user.indptr, by_user.indices, by_user.data), (by_item.indptr, by_item.indices, by_item.data), by_user.shape)

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from conftest import layouts_of
+
 from daskrec import cooccurrence as co
 
 
@@ -121,37 +123,33 @@ def test_block_summaries_add_up_to_the_whole(rng: np.random.Generator, llr_table
     np.testing.assert_array_equal(whole.suffix_entries, (from_here * dense).sum(axis=0))
 
 
-@pytest.mark.parametrize("max_entries", [1, 50, 10**9])
-def test_split_by_items_gives_each_range_its_users_rows_from_their_first_item_in_it(
-    rng: np.random.Generator, max_entries: int
-) -> None:
+@pytest.mark.parametrize("narrow", [False, True])
+def test_item_rows_give_a_range_its_users_rows_from_their_first_item_in_it(rng: np.random.Generator, narrow: bool) -> None:
     block = random_occurrences(rng, 300, 50, 2000).by_user
-    cuts = np.array([0, 7, 10, 20, 20 + 1, 50])
-    pieces = list(co.split_by_items(block, cuts, max_entries))
-    assert len(pieces) == len(cuts) - 1
     dense = block.toarray()
-    for (start, stop), piece in zip(zip(cuts[:-1], cuts[1:]), pieces):
+    pieces = [layouts_of(block[:0]), layouts_of(block[:100]), layouts_of(block[100:101]), layouts_of(block[101:])]
+    assert co.item_rows(pieces, (30, 30), narrow=narrow).by_user.shape == (0, 50)
+    for start, stop in [(0, 7), (7, 10), (10, 20), (20, 21), (21, 50)]:
+        rows = co.item_rows(pieces, (start, stop), narrow=narrow)
         wanted = dense[(dense[:, start:stop] != 0).any(axis=1)]
         first = (wanted[:, start:stop] != 0).argmax(axis=1) + start
         wanted[np.arange(wanted.shape[1])[None, :] < first[:, None]] = 0
-        np.testing.assert_array_equal(piece.toarray(), wanted)
-
-
-def test_item_rows_stack_pieces_and_keep_only_the_range_columns(rng: np.random.Generator) -> None:
-    block = random_occurrences(rng, 300, 50, 2000).by_user
-    halves = [block[:100], block[100:]]
-    pieces = [list(co.split_by_items(half, np.array([0, 10, 20, 50]), 10**9))[1] for half in halves]
-    rows = co.item_rows(pieces, 10, 20)
-    dense = block.toarray()
-    wanted = dense[(dense[:, 10:20] != 0).any(axis=1)]
-    wanted[np.arange(50)[None, :] < (wanted[:, 10:20] != 0).argmax(axis=1)[:, None] + 10] = 0
-    np.testing.assert_array_equal(rows.by_user.toarray(), wanted)
-    columns = rows.by_item.toarray()
-    np.testing.assert_array_equal(columns[:, 10:20], wanted[:, 10:20])
-    assert columns[:, :10].sum() == 0 and columns[:, 20:].sum() == 0
-    assert rows.by_item.has_sorted_indices
-    whole = co.item_rows(halves, 0, 50)
+        np.testing.assert_array_equal(rows.by_user.toarray(), wanted)
+        columns = rows.by_item.toarray()  # only the range's columns, users ascending
+        np.testing.assert_array_equal(columns[:, start:stop], wanted[:, start:stop])
+        assert columns[:, :start].sum() == 0 and columns[:, stop:].sum() == 0
+        assert rows.by_item.has_sorted_indices and rows.by_user.has_sorted_indices
+        for layout in (rows.by_user, rows.by_item):
+            assert layout.indices.dtype == (np.int32 if narrow else np.int64)
+            assert layout.data.dtype == (np.int16 if narrow else co.COUNT_DTYPE)
+    whole = co.item_rows([layouts_of(block)], (0, 50))
     np.testing.assert_array_equal(whole.by_item.toarray(), dense)
+
+
+def test_item_rows_refuse_a_count_that_would_wrap() -> None:
+    rows = co.occurrence_block(np.zeros(40000, dtype=np.int64), np.zeros(40000, dtype=np.int64), 1, 3)
+    with pytest.raises(ValueError, match="a count of 40000 does not fit int16"):
+        co.item_rows([layouts_of(rows)], (0, 3), narrow=True)
 
 
 @pytest.mark.parametrize(("threads", "narrow"), [(1, False), (3, False), (2, True)])

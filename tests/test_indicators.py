@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import layouts_of
+
 from daskrec import cooccurrence as co
 from daskrec.indicators import (
     Candidates,
@@ -132,7 +134,7 @@ def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Gener
 @pytest.mark.parametrize("trial", range(40))
 def test_blocks_of_pairs_from_cut_rows_give_the_per_row_kernel_to_the_bit(rng: np.random.Generator, trial: int) -> None:
     """What a build does when the matrix is not shared: two buckets of users, their rows cut by
-    item block from each block's first item on (narrow or not, in groups of any size), each
+    item block from each block's first item on (narrow or not), each
     block's pairs with the items after it, its later rows' candidates grouped by block, then each
     block's own merged with what the blocks before it found: the per-row kernel's lists and bits,
     for both tables and with cross fields, and the same nonzeros in all."""
@@ -141,11 +143,10 @@ def test_blocks_of_pairs_from_cut_rows_give_the_per_row_kernel_to_the_bit(rng: n
     narrow = bool(rng.integers(2))
     middle = int(rng.integers(0, occurrences.n_users + 1))
     buckets = [occurrences.by_user[:middle], occurrences.by_user[middle:]]
-    pieces = [list(co.split_by_items(bucket, cuts, int(rng.integers(1, 300)), narrow=narrow)) for bucket in buckets]
     tables = pair_tables(margins)
     blocks = []
-    for k, (start, stop) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist())):
-        rows = co.item_rows([bucket[k] for bucket in pieces], start, stop, narrow=narrow)
+    for start, stop in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        rows = co.item_rows([layouts_of(bucket) for bucket in buckets], (start, stop), narrow=narrow)
         blocks.append(pair_block(rows, margins, tables, start, stop, top_k, min_score))
     later = [list(block.later.by_block(cuts[k + 1 :])) for k, block in enumerate(blocks)]
     for k, block in enumerate(blocks):

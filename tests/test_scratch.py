@@ -28,7 +28,7 @@ def test_routed_batches_come_back_by_bucket(tmp_path: Path) -> None:
     assert both.equals(pd.concat([frame.iloc[2:], frame.iloc[3:]], ignore_index=True))
 
 
-def test_blocks_and_splits_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_blocks_round_trip_read_or_mapped(tmp_path: Path, rng: np.random.Generator) -> None:
     block = sp.csr_array(sp.random_array((30, 40), density=0.2, rng=rng, format="csr") * 5).astype(np.int32)
     keys = np.arange(30, dtype=np.int64) * 3
     scratch.write_block(str(tmp_path / "b.arrays"), block, keys)
@@ -39,10 +39,30 @@ def test_blocks_and_splits_round_trip(tmp_path: Path, rng: np.random.Generator) 
     assert (by_user != block).nnz == 0 and (by_item != block).nnz == 0 and by_item.format == "csc"
     n_users, column_entries = scratch.read_sizes(str(tmp_path / "l.arrays"))  # skips the other arrays
     assert n_users == 30 and np.array_equal(column_entries, np.diff(sp.csc_array(block).indptr))
-    pieces = [block[:10], block[10:]]
-    scratch.write_split(str(tmp_path / "s.arrow"), pieces)
-    for number, piece in enumerate(pieces):
-        assert (scratch.read_split(str(tmp_path / "s.arrow"), number, 40) != piece).nnz == 0
+    rows, columns, shape = scratch.map_layouts(str(tmp_path / "l.arrays"))  # local: memory-mapped, aligned
+    assert _layouts_equal((rows, columns, shape), block)
+    for values in (*rows, *columns):
+        assert _mapped(values) and values.ctypes.data % values.itemsize == 0
+    empty = sp.csr_array((0, 40), dtype=np.int64)
+    scratch.write_block(str(tmp_path / "e.arrays"), empty, by_item=sp.csc_array(empty))
+    assert _layouts_equal(scratch.map_layouts(str(tmp_path / "e.arrays")), empty)
+
+
+def _layouts_equal(layouts: tuple[scratch.Compressed, scratch.Compressed, tuple[int, int]], block: sp.csr_array) -> bool:
+    """Whether ``layouts`` (:func:`scratch.map_layouts`) are ``block``'s rows and columns."""
+    rows, columns, shape = layouts
+    return (shape == block.shape and (sp.csr_array(rows[::-1], shape=shape) != block).nnz == 0
+            and (sp.csc_array(columns[::-1], shape=shape) != block).nnz == 0)
+
+
+def _mapped(values: np.ndarray) -> bool:
+    """Whether ``values`` are a view of a memory-mapped file."""
+    base: object = values
+    while isinstance(base, np.ndarray):
+        if isinstance(base, np.memmap):
+            return True
+        base = base.base
+    return False
 
 
 def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path: Path) -> None:
@@ -81,11 +101,14 @@ def test_block_files_work_on_any_filesystem_and_a_cut_one_is_an_error(tmp_path: 
     scratch.write_block("memory://scratch/b.arrays", block, by_item=sp.csc_array(block))
     by_user, by_item = scratch.read_layouts("memory://scratch/b.arrays")
     assert (by_user != block).nnz == 0 and (by_item != block).nnz == 0
+    assert _layouts_equal(scratch.map_layouts("memory://scratch/b.arrays"), block)  # not local: read whole
     url = tmp_path / "cut.arrays"
     scratch.write_block(str(url), block)
     url.write_bytes(url.read_bytes()[:-4])
     with pytest.raises(OSError, match="cut short or damaged in its array 'data'"):
         scratch.read_block(str(url))
+    with pytest.raises(OSError, match="cut short or damaged in its array 'data'"):
+        scratch.map_layouts(str(url))
 
 
 def test_groups_round_trip_one_at_a_time(tmp_path: Path) -> None:
