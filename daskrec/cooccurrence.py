@@ -24,7 +24,7 @@ layouts instead of 32; their arithmetic is int64).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -453,7 +453,7 @@ class BlockSummary:
     suffix_entries: np.ndarray
     """Per item, ``Σ_{u has i}`` the entries of ``u`` from ``i`` on (its items ascending): what
     the pairs of ``i`` with the items after it read, and a bound on what a block of rows holding
-    ``i`` gathers for it (:func:`rows_from`; float64, exact below 2**53)."""
+    ``i`` gathers for it (:func:`item_rows`; float64, exact below 2**53)."""
 
 
 def summarise(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> BlockSummary:
