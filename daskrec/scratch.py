@@ -265,16 +265,17 @@ def _array_places(url: str, f: IO[bytes]) -> dict[str, tuple[tuple[int, ...], np
     names = json.loads(f.read(int.from_bytes(f.read(_NAMES_LENGTH), "little")))
     places = {}
     for name in names:
+        damaged = OSError(f"{url}: the block file is cut short or damaged in its array {name!r}")
         f.seek(-f.tell() % _ALIGNMENT, io.SEEK_CUR)
         try:
             version = np.lib.format.read_magic(f)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(f)
         except ValueError as error:  # numpy's word for a file that ends too soon, or a bad header
-            raise OSError(f"{url}: the block file is cut short or damaged in its array {name!r}") from error
+            raise damaged from error
         places[name] = (shape, dtype, f.tell())
         if f.seek(math.prod(shape) * dtype.itemsize, io.SEEK_CUR) > size:
-            raise OSError(f"{url}: the block file is cut short or damaged in its array {name!r}")
+            raise damaged
     return places
 
 
