@@ -498,10 +498,10 @@ def _indicator_stages(
         # With one worker and room for it beside the matrix, one task computes every item from
         # each pair of items once, on all the worker's threads (all_indicators: half the work of
         # the per-row kernel). Otherwise the item blocks share one copy of the occurrence matrix
-        # if it fits a worker comfortably; if not, every bucket's rows are split once by item
-        # block (a user's row goes to each block holding one of its items, from that item on),
-        # and each block takes its own rows' pairs with the items after them (pair_block),
-        # handing the later rows' candidates to their blocks through spill files.
+        # if it fits a worker comfortably; if not, each item block gathers from every bucket's
+        # occurrence file the rows of its users, each from its first item in the block on
+        # (co.item_rows), takes their pairs with the items after them (pair_block), and hands
+        # the later rows' candidates to their blocks through spill files.
         narrow = _narrow_counts(config)
         if not shared:
             tasks = _paired_parts(blocks, plan, (vocabulary, summary.margins, item_counts), config, (folder, parts), narrow)
