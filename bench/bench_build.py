@@ -9,7 +9,7 @@ writes
     {"events", "mode", "daskrec_s", "reference_s", "ratio", "inprocess_s", "inprocess_ratio",
      "daskrec_peak_gb", "reference_peak_gb", "inprocess_peak_gb", "outputs_match", "items",
      "items_with_indicators", "work", "kernel_work_per_s", "inprocess_kernel_work_per_s",
-     "daskrec_stages_s", "inprocess_stages_s", "parse_s", "ingest_over_parse"}
+     "daskrec_stages_s", "inprocess_stages_s", "parse_s", "ingest_over_parse", "glibc_tunables"}
 
 ``ratio`` is daskrec over the reference, ``inprocess_ratio`` daskrec over the in-process run
 (below 1: Dask pays for itself); ``work`` is W = Σ_users (kept items)², the kernel's
@@ -18,6 +18,10 @@ pyarrow's multi-threaded CSV reader parsing the four columns a build reads, type
 process (imports excluded, as from the stages); ``ingest_over_parse`` is daskrec's ingest stage
 over it.
 
+All three, and the parse, run with the glibc tunables the ``daskrec`` command gives itself
+(:mod:`daskrec.allocator`, recorded as ``glibc_tunables``): this script starts itself again with
+them, so the ratios measure Dask and the recipe, not the allocator.
+
 Usage: ``python bench/bench_build.py --events 10000000 --mode all --json bench/results/10M-all.json``
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -33,6 +38,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from measure import HERE, events_file, outputs_match, run_measured
+
+from daskrec.allocator import relaunch_with_huge_pages
 
 
 def pyarrow_parse_s(path: Path) -> float:
@@ -46,6 +53,7 @@ def pyarrow_parse_s(path: Path) -> float:
 
 
 def main() -> None:
+    relaunch_with_huge_pages()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--mode", choices=["transaction", "all"], default="all")
@@ -95,6 +103,7 @@ def main() -> None:
             "inprocess_stages_s": alone["timings_s"],
             "parse_s": round(parse_s, 2),
             "ingest_over_parse": round(manifest["timings_s"]["ingest"] / parse_s, 2),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 
 import dask
 from distributed import Client
 
+from .allocator import return_freed_memory, worker_environ
 from .config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = ["connect"]
-
-_MALLOC_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": 65536, "MALLOC_MMAP_THRESHOLD_": 1 << 20}
-"""glibc settings that hand freed memory back to the system: arrays of 1 MiB and more are
-mapped and unmapped on their own, and the heap is trimmed. With glibc's defaults the threshold
-for mapping grows after large frees, and a build's process then kept ~300 MB it no longer used
-(measured: peak 1.29 GB against 0.96 GB, 50M events, 1 GB limit)."""
 
 
 def connect(
@@ -62,11 +56,11 @@ def connect(
         # restart (a restarted worker's tasks are retried).
         if processes:
             settings: dict[str, object] = {
-                f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in _MALLOC_SETTINGS.items()
+                f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in worker_environ().items()
             }
         else:
             settings = {"distributed.worker.memory.pause": False}
-            _return_freed_memory()
+            return_freed_memory()
         with dask.config.set(settings):
             client = Client(
                 processes=processes,
@@ -78,15 +72,3 @@ def connect(
             )
     log.info("dask: dashboard at %s", client.dashboard_link)
     return client
-
-
-def _return_freed_memory() -> None:
-    """Apply :data:`_MALLOC_SETTINGS` to this process (glibc only; a no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    mallopt(m_trim_threshold, _MALLOC_SETTINGS["MALLOC_TRIM_THRESHOLD_"])
-    mallopt(m_mmap_threshold, _MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"])
