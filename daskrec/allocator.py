@@ -32,8 +32,8 @@ for mapping grows after large frees, and a build's process then kept ~300 MB it 
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 """The glibc tunable that ``madvise``s its mappings for transparent huge pages (glibc 2.35+;
-older versions ignore it). Measured on the 50M-event ``all`` build, same run: 22.1 s against
-24.4–26.0 s, 2.2M page faults against 3.8M, the same peak (1.50 GB)."""
+older versions ignore it). Measured on the 50M-event ``all`` build, same runs: 22.1–22.6 s
+against 24.0–26.0 s, 2.2M page faults against 3.8M, the same peak."""
 
 _TUNABLES = "GLIBC_TUNABLES"
 

@@ -56,6 +56,7 @@ def test_compose_dask_services_share_the_daskrec_image_and_the_data_volume() -> 
 def test_dockerfile_installs_the_package() -> None:
     dockerfile = (CLUSTER / "Dockerfile").read_text()
     assert "COPY daskrec ./daskrec" in dockerfile and "pip install --no-cache-dir ." in dockerfile
+    assert "ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in dockerfile  # schedulers and workers too
 
 
 def test_helm_values_match_the_chart_schema_and_the_job() -> None:
@@ -90,3 +91,4 @@ def test_slurm_example_renders_a_job_script() -> None:
     for line in ("#SBATCH -p normal", "#SBATCH -A proj", "#SBATCH --cpus-per-task=8", "#SBATCH --exclusive"):
         assert line in script
     assert "--nthreads 8" in script and "--memory-limit" in script
+    assert "export GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in script  # as daskrec.allocator gives the command

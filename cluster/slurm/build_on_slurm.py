@@ -19,6 +19,7 @@ from dask_jobqueue import SLURMCluster
 from distributed import Client
 
 from daskrec import BuildConfig, IngestConfig, write_build
+from daskrec.allocator import HUGE_PAGES
 
 
 def make_cluster(
@@ -34,6 +35,8 @@ def make_cluster(
         walltime=walltime,
         local_directory=local_directory,
         job_extra_directives=["--exclusive"],
+        # glibc's huge pages for the worker, as the daskrec command gives itself (daskrec/allocator.py)
+        job_script_prologue=[f"export GLIBC_TUNABLES={HUGE_PAGES}"],
     )
 
 
