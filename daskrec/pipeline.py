@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
+import dask
 from dask.base import compute
 from dask.delayed import Delayed, delayed
 
@@ -104,7 +105,10 @@ stacked narrow it takes 12, the rest a margin for the kernels' own arrays)."""
 _MERGE_LAG = 2
 """Item blocks per thread a block's pairs may run ahead of the merges (see :func:`_paired_parts`)."""
 _FAN_IN = 8
-"""Partial results summed per task: bounds how many item-wide arrays are alive at once."""
+"""Inputs combined per task of a tree (:func:`_tree`)."""
+_FOLD_PRIORITY = 1
+"""Dask priority of a fold's steps (:func:`_folded`), above the tasks that feed it (0), so that
+each value is folded in as soon as it is ready rather than after the tasks queued before it."""
 
 _T = TypeVar("_T")
 
@@ -627,7 +631,7 @@ def _occurrences(
         delayed(_write_occurrences)(rows, window, recent.vocabulary, config.indicators, fields, url)
         for rows, window, url in zip(recent.kept, recent.windows, raw)
     ]
-    counted = _tree(written, _sum_bucket_counts)
+    counted = _folded(written, _sum_bucket_counts)
     item_counts, users = delayed(_first)(counted), delayed(_second)(counted)
     if config.indicators.downsamples:
         # The draws need every bucket's users per item: the blocks are summarised once those are summed.
@@ -636,7 +640,7 @@ def _occurrences(
             delayed(_summarise_block)(source, target, item_counts.popularity, config.indicators, fields)
             for source, target in zip(raw, final)
         ]
-        summary = _tree(summaries, co.combine_summaries)
+        summary = _folded(summaries, co.combine_summaries)
     else:
         final, summary = raw, delayed(_third)(counted)
     persisted: tuple[Delayed, ...] = materialise((summary, item_counts, users), show_progress)
@@ -660,6 +664,19 @@ def _tree(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
     while len(values) > 1:
         values = [delayed(combine)(values[i : i + _FAN_IN]) for i in range(0, len(values), _FAN_IN)]
     return values[0]
+
+
+def _folded(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed:
+    """``combine`` over ``values`` as a chain of tasks, each folding one more value into the
+    running result: for item-wide arrays (~44 MB a bucket at 1M items), whose partial results a
+    tree holds until its last input is done. Under a 1.1 GB limit at 100M events the tree held up
+    to seven buckets' arrays and six partial sums (~0.5 GB); the chain holds the running sum and
+    the few buckets just written."""
+    folded = values[0]
+    with dask.annotate(priority=_FOLD_PRIORITY):
+        for value in values[1:]:
+            folded = delayed(combine)([folded, value])
+    return folded
 
 
 def _narrow_counts(config: BuildConfig) -> bool:
@@ -839,10 +856,10 @@ def _sum_arrays(arrays: list[np.ndarray]) -> np.ndarray:
 def _sum_bucket_counts(
     counted: list[tuple[ItemCounts, int, co.BlockSummary | None]],
 ) -> tuple[ItemCounts, int, co.BlockSummary | None]:
-    """Buckets' item counts, users and summaries (None when downsampling), summed. One tree for
-    all three, so that a bucket's item-wide arrays are folded in soon after it is written: three
-    trees over the same results left every bucket's item counts waiting for the last bucket
-    (~0.8 GB at 100M events), which the worker then spilled to disk and read back."""
+    """Buckets' item counts, users and summaries (None when downsampling), summed. One fold for
+    all three (:func:`_folded`), so that a bucket's item-wide arrays are folded in soon after it
+    is written: three trees over the same results left every bucket's item counts waiting for the
+    last bucket (~0.8 GB at 100M events), which the worker then spilled to disk and read back."""
     summaries = [summary for _, _, summary in counted if summary is not None]
     return (
         _sum_item_counts([item_counts for item_counts, _, _ in counted]),
