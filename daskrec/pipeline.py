@@ -41,8 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
-import dask
-from dask.base import compute
+from dask.base import annotate, compute
 from dask.delayed import Delayed, delayed
 
 from . import cooccurrence as co
@@ -673,7 +672,7 @@ def _folded(values: list[Delayed], combine: Callable[[list[_T]], _T]) -> Delayed
     to seven buckets' arrays and six partial sums (~0.5 GB); the chain holds the running sum and
     the few buckets just written."""
     folded = values[0]
-    with dask.annotate(priority=_FOLD_PRIORITY):
+    with annotate(priority=_FOLD_PRIORITY):
         for value in values[1:]:
             folded = delayed(combine)([folded, value])
     return folded
