@@ -45,7 +45,7 @@ case "$command" in
     echo $! >"$state/scheduler.pid"
     for n in $(seq "$workers"); do
       # glibc's huge pages for the worker processes, as the daskrec command gives itself
-      # (daskrec/allocator.py); a tunable already set is left as it is.
+      # (daskrec/allocator.py); a GLIBC_TUNABLES already set is left as it is.
       GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1} dask worker "$address" --nthreads "$threads" --memory-limit "$memory" --name "worker-$n" \
         --local-directory "$state/worker-$n" >"$state/worker-$n.log" 2>&1 &
       echo $! >"$state/worker-$n.pid"
