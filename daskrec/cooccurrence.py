@@ -46,6 +46,7 @@ __all__ = [
     "summarise",
     "combine_summaries",
     "item_rows",
+    "first_at_least",
     "downsample",
     "split_by_work",
 ]
@@ -328,15 +329,24 @@ def _first_in_range(
     users = np.flatnonzero(touched)
     firsts = np.empty(len(users), dtype=np.int64)
     for k in range(len(users)):
-        low, high = indptr[users[k]], indptr[users[k] + 1]
-        while low < high:  # the first of the row's items that is at least start
-            middle = (low + high) // 2
-            if indices[middle] < start:
-                low = middle + 1
-            else:
-                high = middle
-        firsts[k] = low
+        firsts[k] = first_at_least(indices, indptr[users[k]], indptr[users[k] + 1], start)
     return users, firsts
+
+
+# Without numba's reference counting (its private switch, absent from its type stubs): the pair
+# kernel calls this once per user and row, and counting the array passed at every call cost it
+# time (see daskrec.indicators._no_counts).
+@numba.njit(nogil=True, cache=True, error_model="numpy", _nrt=False)  # type: ignore[call-overload, untyped-decorator]
+def first_at_least(values: np.ndarray, low: int, high: int, target: int) -> int:
+    """The first position in ``values[low:high]`` (ascending) whose value is at least ``target``
+    (``high`` if none); compiled."""
+    while low < high:
+        middle = (low + high) // 2
+        if values[middle] < target:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 @numba.njit(nogil=True, cache=True)

@@ -32,7 +32,7 @@ from typing import Protocol, TypeVar
 import numba
 import numpy as np
 
-from .cooccurrence import Marginals, Occurrences
+from .cooccurrence import Marginals, Occurrences, first_at_least
 from .llr import llr_from_entropies, llr_from_margins, negated, signed_root, xlogx
 
 __all__ = [
@@ -792,7 +792,7 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
             user = item_users[p]
             position = cursor[user]
             if position < 0:
-                position = _first_at_least(user_items, user_indptr[user], user_indptr[user + 1], i)
+                position = first_at_least(user_items, user_indptr[user], user_indptr[user + 1], i)
             else:
                 position += 1
             cursor[user] = position
@@ -904,19 +904,6 @@ def _grown(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, needed: int)
     more_scores = np.empty(room, dtype=scores.dtype)
     more_rows[:size], more_items[:size], more_scores[:size] = rows, items, scores
     return more_rows, more_items, more_scores
-
-
-@_no_counts
-def _first_at_least(values: np.ndarray, low: int, high: int, target: int) -> int:
-    """The first position in ``values[low:high]`` (ascending) whose value is at least ``target``
-    (``high`` if none)."""
-    while low < high:
-        middle = (low + high) // 2
-        if values[middle] < target:
-            low = middle + 1
-        else:
-            high = middle
-    return low
 
 
 @_jit
