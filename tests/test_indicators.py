@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from daskrec import cooccurrence as co
 from daskrec.indicators import (
     Candidates,
     IndicatorBlock,
+    _prefetch,
     _xlogx_read,
     _xlogx_tables,
     all_indicators,
@@ -187,6 +189,22 @@ def test_the_logarithm_tables_read_as_xlogx_to_the_bit() -> None:
     for k in range(200):
         assert _xlogx_read(count, k, k) == xlogx(float(k))
         assert _xlogx_read(rest, k, total - k) == xlogx(float(total - k))
+
+
+@numba.njit
+def _sum_with_hints(values: np.ndarray) -> int:
+    total = 0
+    for k in range(len(values)):
+        _prefetch(values, k + 16)  # past the end for the last 16: a hint never faults
+        total += values[k]
+    return total
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.float64])
+def test_a_prefetch_is_only_a_hint(dtype: type) -> None:
+    """The pair kernel's prefetch compiles for each array type it is given and changes nothing."""
+    values = np.arange(1, 1001).astype(dtype)
+    assert _sum_with_hints(values) == 500_500
 
 
 def test_each_pair_once_needs_a_symmetric_table() -> None:
