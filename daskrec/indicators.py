@@ -336,8 +336,8 @@ _XLOGX_TABLE = 1 << 20
 _USERS_AHEAD = 16
 """How far ahead in a row's users the pair kernel asks for a user's cursor and row bounds
 (:func:`_prefetch`): 16 and its span's first entry took a 50M-event kernel from a median of
-9.91 s to 8.95 s (five alternating rounds, 2026-12-01); 32 and it, 9.28 s; 16 or 32 alone,
-9.61 and 10.04 s."""
+9.72 s to 8.92 s with the pipeline's int32 matrix (five alternating rounds, 2026-12-01); with
+an int64 one 9.91 to 8.95 s, and 9.28 s for 32 and it, 9.61 and 10.04 s for 16 or 32 alone."""
 
 
 def _prefetch_signature(typingctx: object, array: numba.types.Array, index: numba.types.Integer) -> tuple[Signature, Callable[..., object]]:
