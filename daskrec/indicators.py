@@ -820,9 +820,9 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
         # Row i's share of occᵀ·occ: over the users u of item i, occ[u, i]·occ[u, j] for the
         # entries j after i in u's sorted row. A user's rows come in ascending order here, so its
         # cursor moves one entry per row; the first time, it is found by bisection. Every user's
-        # span is found before any is accumulated, so that those random reads are in flight together.
-        # A user's cursor and row bounds are random reads: they are asked for _USERS_AHEAD users
-        # early, and the first entry of each span as soon as it is known (_prefetch).
+        # span is found before any is accumulated, so that those random reads are in flight
+        # together; a user's cursor and row bounds are asked for _USERS_AHEAD users early, and the
+        # first entry of its span as soon as it is known (_prefetch).
         first_p, last_p = item_indptr[i], item_indptr[i + 1]
         for p in range(first_p, last_p):
             user = item_users[p]
