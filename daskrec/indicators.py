@@ -338,6 +338,11 @@ _USERS_AHEAD = 16
 (:func:`_prefetch`): 16 and its span's first entry took a 50M-event kernel from a median of
 9.72 s to 8.92 s with the pipeline's int32 matrix (five alternating rounds, 2026-12-01); with
 an int64 one 9.91 to 8.95 s, and 9.28 s for 32 and it, 9.61 and 10.04 s for 16 or 32 alone."""
+_CANDIDATES_AHEAD = 16
+"""How far ahead in a row's candidates the pair kernel asks for their logarithm tables' entries
+(:func:`_prefetch`): 16 took a 50M-event kernel from a median of 10.46 s to 9.61 s (five
+alternating rounds, 2026-12-01, the pipeline's int32 matrix), 32 to 9.92 s; 8 took 11.25 s to
+10.39 s in four rounds of another set."""
 
 
 def _prefetch_signature(typingctx: object, array: numba.types.Array, index: numba.types.Integer) -> tuple[Signature, Callable[..., object]]:
@@ -874,6 +879,13 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
         for t in range(n_touched):
             j = touched[t]
             k11 = pair_count[t]
+            # The logarithm tables' entries for k21 and k22 of a pair further on: random reads in
+            # tables of up to 24 MB, which the scoring loop would otherwise wait for.
+            ahead = t + _CANDIDATES_AHEAD
+            if ahead < n_touched and touched[ahead] < n_items:
+                k21_ahead = int(other[ahead, 0]) - pair_count[ahead]
+                _prefetch(xlogx_count, k21_ahead)
+                _prefetch(xlogx_rest, row_i + k21_ahead)  # k11 + k12 + k21 = row_i + k21
             if j < n_items:
                 primary += 1
                 k12 = row_i - k11
