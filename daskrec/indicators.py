@@ -351,7 +351,8 @@ def _prefetch_signature(typingctx: object, array: numba.types.Array, index: numb
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]  # numba's code-generation hook
         array_type = signature.args[0]
         target = context.make_array(array_type)(context, builder, args[0])
-        address = builder.bitcast(cgutils.get_item_pointer(context, builder, array_type, target, [args[1]]), cgutils.voidptr_t)
+        index = context.cast(builder, args[1], signature.args[1], numba.types.intp)  # any integer type
+        address = builder.bitcast(cgutils.get_item_pointer(context, builder, array_type, target, [index]), cgutils.voidptr_t)
         word = ir.IntType(32)
         hint = builder.module.declare_intrinsic(
             "llvm.prefetch", (cgutils.voidptr_t,), ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, word, word, word])

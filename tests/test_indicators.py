@@ -196,13 +196,15 @@ def _sum_with_hints(values: np.ndarray) -> int:
     total = 0
     for k in range(len(values)):
         _prefetch(values, k + 16)  # past the end for the last 16: a hint never faults
+        _prefetch(values, np.int32(k + 8))  # an index of any integer type
         total += values[k]
     return total
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.float64])
 def test_a_prefetch_is_only_a_hint(dtype: type) -> None:
-    """The pair kernel's prefetch compiles for each array type it is given and changes nothing."""
+    """The pair kernel's prefetch compiles for each array type and index type it is given and
+    changes nothing."""
     values = np.arange(1, 1001).astype(dtype)
     assert _sum_with_hints(values) == 500_500
 
