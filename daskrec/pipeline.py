@@ -97,7 +97,8 @@ with int64 counts): the entry (int32 item, int16 count), the rows' pointers and 
 sizes them (~2 bytes an entry), the candidates it hands on (7% of an entry at 100M events, 16
 bytes each, up to twice that as their arrays grow and once more when grouped by block), and a
 margin. It was 20 while the rows were read as pieces and stacked (two copies): 75 blocks
-instead of 100 at 100M events under 1.1 GB, peak 0.95 GB."""
+instead of 100 at 100M events under 1.1 GB, peak 0.95 GB. At 8 (49 blocks), one of two such
+builds peaked at 1.15 GB, over the limit (2026-12-01): the margin is not loose."""
 _BYTES_PER_SHARED_ENTRY = 32
 """Memory per entry of the whole occurrence matrix in both layouts (int64 index and count each;
 stacked narrow it takes 12, the rest a margin for the kernels' own arrays)."""
