@@ -426,10 +426,11 @@ def all_indicators(
     Where the time went, and what the kernel does about it (measured with ``perf`` at 10M events):
     a row's nonzeros' other rows are gathered before they are scored, so their cache misses
     overlap; each user's cursor and span are asked for before they are read (:func:`_prefetch`,
-    :data:`_USERS_AHEAD`); the logarithms of most counts are read from tables; and the candidates for later
-    rows wait in blocks of :data:`_PENDING_ROWS` rows, offered to those rows' heaps together
-    while they are in cache. The memory this takes is :func:`pair_kernel_bytes`. ``occurrences`` must hold every item's column, with each user's
-    items in ascending order.
+    :data:`_USERS_AHEAD`); the logarithms of most counts are read from tables, their entries asked
+    for :data:`_CANDIDATES_AHEAD` candidates early; and the candidates for later rows wait in
+    blocks of :data:`_PENDING_ROWS` rows, offered to those rows' heaps together while they are in
+    cache. The memory this takes is :func:`pair_kernel_bytes`. ``occurrences`` must hold every
+    item's column, with each user's items in ascending order.
 
     Raises
     ------
@@ -833,8 +834,9 @@ def _pair_rows(  # noqa: PLR0913 - a compiled kernel takes arrays, not objects
         for p in range(first_p, last_p):
             user = item_users[p]
             if p + _USERS_AHEAD < last_p:
-                _prefetch(cursor, item_users[p + _USERS_AHEAD])
-                _prefetch(user_indptr, item_users[p + _USERS_AHEAD])
+                user_ahead = item_users[p + _USERS_AHEAD]
+                _prefetch(cursor, user_ahead)
+                _prefetch(user_indptr, user_ahead)
             position = cursor[user]
             if position < 0:
                 position = first_at_least(user_items, user_indptr[user], user_indptr[user + 1], i)
