@@ -766,7 +766,7 @@ def _xlogx_read(table: np.ndarray, index: int, value: int) -> float:
 _WORK_SAMPLE = 8
 """Every how many users :func:`all_indicators` counts the pair work it splits the rows by: the
 split only balances the threads (the output does not depend on it), and counting every user's
-entries took 0.13–0.66 s of one thread at 50M events while the other idled. One user in eight
+entries took 0.13–0.70 s of one thread at 50M events while the other idled. One user in eight
 splits that log's work within 0.01% of the exact halves (and quarters)."""
 
 
