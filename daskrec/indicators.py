@@ -417,13 +417,13 @@ def all_indicators(
     operations and its own sign test, and offered to both items' heaps. Cross-occurrence columns
     (``AᵀB``, not symmetric) are accumulated per row as before.
 
-    Rows are cut into ``threads`` contiguous ranges of equal pair work, each run by a Python
-    thread in a ``nogil`` kernel with its own heaps for every row from its first on (a row's
-    candidates come from the rows before it). Then the heaps are merged, one block per
-    consecutive range of ``slices`` (default: all items in one), the next one on the threads
-    while the caller uses the one it was given, so that at most two slices' outputs are held at
-    a time. A block's ``cooccurrence_nonzeros`` counts
-    each primary pair twice in the block of its lower item (the sum over blocks is the matrix's).
+    Rows are cut into ``threads`` contiguous ranges of about equal pair work (:data:`_WORK_SAMPLE`),
+    each run by a Python thread in a ``nogil`` kernel with its own heaps for every row from its
+    first on (a row's candidates come from the rows before it). Then the heaps are merged, one
+    block per consecutive range of ``slices`` (default: all items in one), the next one on the
+    threads while the caller uses the one it was given, so that at most two slices' outputs are
+    held at a time. A block's ``cooccurrence_nonzeros`` counts each primary pair twice in the
+    block of its lower item (the sum over blocks is the matrix's).
     Where the time went, and what the kernel does about it (measured with ``perf`` at 10M events):
     a row's nonzeros' other rows are gathered before they are scored, so their cache misses
     overlap; each user's cursor and span are asked for before they are read (:func:`_prefetch`,
