@@ -773,9 +773,31 @@ def _keep_bucket(
     scratch.write_frame(window, latest_pairs(pairs))
     kept = keep_recent(rows, config.recent)  # rows in input order
     scratch.write_frame(url, kept)
+    return len(kept), _distinct_sorted(kept["itemid"])
+
+
+# Integer item ids are most often numbers below a few times their count (catalogue numbers, or
+# codes given by another system), and then marks in a table indexed by the id find the distinct
+# ones without hashing or sorting: per bucket of the 50M-event log (1.27M kept rows) 5–10 ms
+# against 29–50 ms for pandas' unique and sort. Other ids (text, negative, or sparse over a wide
+# range) take pandas' hash table. (Codes by the same kind of table were no faster than
+# get_indexer on the vocabulary, whose hash table a worker builds once and keeps: ~25 ms a bucket
+# either way.)
+_DENSE_IDS_PER_ROW = 4
+"""Integer ids are marked in a table when the largest is below this many times their number (plus
+:data:`_DENSE_IDS_FLOOR`): the table then costs at most a few bytes per id."""
+_DENSE_IDS_FLOOR = 1 << 16
+
+
+def _distinct_sorted(ids: pd.Series) -> pd.Index:
+    """The distinct values of ``ids``, sorted."""
+    values = ids.to_numpy() if isinstance(ids.dtype, np.dtype) and ids.dtype.kind in "iu" and len(ids) else None
+    if values is not None and values.min() >= 0 and values.max() < _DENSE_IDS_PER_ROW * len(ids) + _DENSE_IDS_FLOOR:
+        seen = np.zeros(int(values.max()) + 1, dtype=bool)
+        seen[values] = True
+        return pd.Index(np.flatnonzero(seen).astype(ids.dtype))
     # The column's own unique (one hash pass): an Index's checks first whether it is unique.
-    items: pd.Index = pd.Index(kept["itemid"].unique()).sort_values()
-    return len(kept), items
+    return pd.Index(ids.unique()).sort_values()
 
 
 def _union_items(items: list[pd.Index]) -> pd.Index:

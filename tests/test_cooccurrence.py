@@ -35,6 +35,31 @@ def test_cooccurrence_marginals_match_dense(rng: np.random.Generator, shape: tup
     assert margins.total == cooc.sum()
 
 
+@pytest.mark.parametrize("n_fields", [1, 2, 3])
+def test_block_summary_matches_dense_with_cross_fields(rng: np.random.Generator, n_fields: int) -> None:
+    # Joint columns (field f owns [f·n, (f+1)·n)); every user has a primary row, as the pipeline
+    # keeps only those. Marginals per field from A_0ᵀ·A_f with the primary diagonal left out.
+    for _ in range(20):
+        n_users, n_items = int(rng.integers(1, 30)), int(rng.integers(1, 12))
+        n_rows = int(rng.integers(1, 200))
+        user = np.r_[np.arange(n_users), rng.integers(0, n_users, n_rows)]
+        column = np.r_[rng.integers(0, n_items, n_users), rng.integers(0, n_fields * n_items, n_rows)]
+        occurrences = co.stack_blocks([co.occurrence_block(user, column, n_users, n_fields * n_items)])
+        dense = occurrences.by_user.toarray()
+        primary = dense[:, :n_items]
+        products = [primary.T @ dense[:, f * n_items : (f + 1) * n_items] for f in range(n_fields)]
+        np.fill_diagonal(products[0], 0)
+        summary = co.summarise(occurrences, "cooccurrence", n_fields)
+        margins = summary.margins
+        np.testing.assert_array_equal(margins.row_sum, np.concatenate([p.sum(axis=1) for p in products]))
+        np.testing.assert_array_equal(margins.column_sum, np.concatenate([p.sum(axis=0) for p in products]))
+        np.testing.assert_array_equal(margins.totals, [p.sum() for p in products])
+        assert margins.totals.dtype == np.int64 and margins.row_sum.dtype == np.int64
+        items_per_user = (dense != 0).sum(axis=1)
+        np.testing.assert_array_equal(summary.work, ((primary != 0) * items_per_user[:, None]).sum(axis=0))
+        assert summary.work.dtype == np.float64 and summary.entries == int((dense != 0).sum())
+
+
 def test_users_marginals_count_users(rng: np.random.Generator) -> None:
     occurrences = random_occurrences(rng, 30, 10, 200)
     binary = co.stack_blocks([co.binarise(occurrences.by_user)])
