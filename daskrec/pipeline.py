@@ -795,7 +795,8 @@ def _distinct_sorted(ids: pd.Series) -> pd.Index:
     if values is not None and values.min() >= 0 and values.max() < _DENSE_IDS_PER_ROW * len(ids) + _DENSE_IDS_FLOOR:
         seen = np.zeros(int(values.max()) + 1, dtype=bool)
         seen[values] = True
-        return pd.Index(np.flatnonzero(seen).astype(values.dtype))
+        marked: pd.Index = pd.Index(np.flatnonzero(seen).astype(values.dtype))
+        return marked
     # The column's own unique (one hash pass): an Index's checks first whether it is unique.
     distinct: pd.Index = pd.Index(ids.unique()).sort_values()
     return distinct
