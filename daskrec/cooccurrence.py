@@ -136,10 +136,12 @@ def stack_blocks(blocks: list[sp.csr_array]) -> Occurrences:
 
 
 def stack_occurrences(
-    blocks: Iterable[Occurrences], n_users: int, column_entries: np.ndarray, threads: int = 1, *, narrow: bool = False
+    blocks: Iterable[Layouts], n_users: int, column_entries: np.ndarray, threads: int = 1, *, narrow: bool = False
 ) -> Occurrences:
-    """Stack blocks of disjoint users (the same item columns, each in both layouts) into one
-    occurrence matrix, as :func:`stack_blocks` would, holding one block at a time: its rows are
+    """Stack blocks of disjoint users (the same item columns, each in both layouts, as arrays: a
+    block file's memory-mapped, :func:`daskrec.scratch.map_layouts`, which are then copied
+    straight from the page cache) into one occurrence matrix, as :func:`stack_blocks` would,
+    holding one block at a time: its rows are
     copied after the blocks' before it, and each item's users after theirs, on ``threads``
     threads (ranges of items of equal entries). Building the item layout from the rows instead
     scatters every entry to its item (~60 ns an entry on this machine, 3.5 s of one thread at
@@ -149,7 +151,7 @@ def stack_occurrences(
     Parameters
     ----------
     blocks
-        The blocks, in user order (read one at a time).
+        The blocks' layouts, in user order (read one at a time).
     n_users
         Their users, together.
     column_entries
@@ -170,9 +172,12 @@ def stack_occurrences(
 
     Examples
     --------
+    >>> def layouts(block: Occurrences) -> Layouts:
+    ...     rows, columns = block.by_user, block.by_item
+    ...     return (rows.indptr, rows.indices, rows.data), (columns.indptr, columns.indices, columns.data), rows.shape
     >>> first = stack_blocks([occurrence_block(np.array([0, 0]), np.array([0, 2]), 1, 3)])
     >>> second = stack_blocks([occurrence_block(np.array([0, 1]), np.array([2, 1]), 2, 3)])
-    >>> stack_occurrences([first, second], 3, np.array([1, 1, 2])).by_item.toarray()
+    >>> stack_occurrences([layouts(first), layouts(second)], 3, np.array([1, 1, 2])).by_item.toarray()
     array([[1, 0, 1],
            [0, 0, 1],
            [0, 1, 0]])
@@ -192,18 +197,16 @@ def stack_occurrences(
     first_user = 0
     mismatch = "the blocks hold other users or entries than n_users and column_entries say"
     with ThreadPoolExecutor(threads) as pool:
-        for block in blocks:
-            by_user, by_item = block.by_user, block.by_item
-            _check_counts_fit(by_user.data, count)  # both layouts hold the same counts
-            stop_user, at = first_user + block.n_users, int(indptr[first_user])
-            if stop_user > n_users or at + by_user.nnz > entries:
+        for (row_indptr, row_items, row_counts), columns, (block_users, block_items) in blocks:
+            _check_counts_fit(row_counts, count)  # both layouts hold the same counts
+            stop_user, at, block_entries = first_user + block_users, int(indptr[first_user]), len(row_items)
+            if stop_user > n_users or at + block_entries > entries or block_items != n_items:
                 raise ValueError(mismatch)
-            indptr[first_user + 1 : stop_user + 1] = at + by_user.indptr[1:]
-            indices[at : at + by_user.nnz] = by_user.indices
-            data[at : at + by_user.nnz] = by_user.data
-            layout = (by_item.indptr, by_item.indices, by_item.data)
+            indptr[first_user + 1 : stop_user + 1] = at + row_indptr[1:]
+            indices[at : at + block_entries] = row_items
+            data[at : at + block_entries] = row_counts
             copies = [
-                pool.submit(_append_columns, layout, first_user, (int(first), int(stop)), item_indptr, filled, (item_users, item_data))
+                pool.submit(_append_columns, columns, first_user, (int(first), int(stop)), item_indptr, filled, (item_users, item_data))
                 for first, stop in zip(cuts[:-1], cuts[1:])
             ]
             if not all(copy.result() for copy in copies):

@@ -62,7 +62,6 @@ __all__ = [
     "read_frame",
     "write_block",
     "read_block",
-    "read_layouts",
     "map_layouts",
     "read_sizes",
     "write_groups",
@@ -169,19 +168,12 @@ def read_sizes(url: str) -> tuple[int, np.ndarray]:
     return int(stored["shape"][0]), np.diff(stored["item_indptr"]).astype(np.int64)
 
 
-def read_layouts(url: str) -> tuple[sp.csr_array, sp.csc_array]:
-    """An occurrence block written with its item layout, in both layouts."""
-    stored = _read_arrays(url)
-    by_user = _by_user(stored)
-    by_item = sp.csc_array((stored["item_data"], stored["item_users"], stored["item_indptr"]), shape=by_user.shape)
-    return by_user, by_item
-
-
 def map_layouts(url: str) -> Layouts:
     """An occurrence block written with its item layout: the arrays of its rows and of its
     columns, and its shape; memory-mapped when the file is local (read whole otherwise), for a
     reader that needs a little of each of many blocks (an item block's users and their rows,
-    :func:`~daskrec.cooccurrence.item_rows`). Only the pages it reads are brought in, from the
+    :func:`~daskrec.cooccurrence.item_rows`) or that copies all of it once
+    (:func:`~daskrec.cooccurrence.stack_occurrences`). Only the pages it reads are brought in, from the
     page cache; the mapping goes when the arrays do, so drop them as soon as they are read. No
     sparse array is made of them: scipy's checks of the pointers touched every page of them
     (~0.6 ms a block, 3 s of a 100M-event build's tasks).

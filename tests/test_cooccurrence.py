@@ -183,7 +183,7 @@ def test_stacked_layouts_equal_the_stacked_rows(rng: np.random.Generator, thread
     pieces = [block[:0], block[:120], block[120:121], block[121:121], block[121:]]
     wanted = co.stack_blocks([block])
     column_entries = np.diff(wanted.by_item.indptr)
-    stacked = co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces), 300, column_entries, threads, narrow=narrow)
+    stacked = co.stack_occurrences((layouts_of(piece)() for piece in pieces), 300, column_entries, threads, narrow=narrow)
     if narrow:
         assert {a.dtype for a in (stacked.by_user.indptr, stacked.by_user.indices,
                                   stacked.by_item.indptr, stacked.by_item.indices)} == {np.dtype(np.int32)}
@@ -194,10 +194,13 @@ def test_stacked_layouts_equal_the_stacked_rows(rng: np.random.Generator, thread
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
     assert stacked.by_item.has_sorted_indices
     with pytest.raises(ValueError, match="other users or entries"):
-        co.stack_occurrences((co.stack_blocks([piece]) for piece in pieces[:2]), 300, column_entries)
+        co.stack_occurrences((layouts_of(piece)() for piece in pieces[:2]), 300, column_entries)
     with pytest.raises(ValueError, match="other users or entries"):  # more entries than said: never written past
-        co.stack_occurrences([wanted], 300, np.maximum(column_entries - 1, 0))
-    huge = co.stack_blocks([block])
-    huge.by_user.data[0] = 2**15  # one more than int16 holds
+        co.stack_occurrences([layouts_of(block)()], 300, np.maximum(column_entries - 1, 0))
+    wider = sp.csr_array(sp.hstack([block, sp.csr_array((300, 10), dtype=block.dtype)], format="csr"))
+    with pytest.raises(ValueError, match="other users or entries"):  # the same entries, more items
+        co.stack_occurrences([layouts_of(wider)()], 300, column_entries)
+    huge = block.copy()
+    huge.data[0] = 2**15  # one more than int16 holds
     with pytest.raises(ValueError, match="does not fit int16"):
-        co.stack_occurrences([huge], 300, column_entries, narrow=True)
+        co.stack_occurrences([layouts_of(huge)()], 300, column_entries, narrow=True)

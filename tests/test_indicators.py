@@ -126,7 +126,7 @@ def test_each_pair_once_gives_the_per_row_kernel_to_the_bit(rng: np.random.Gener
         assert _fields_equal(block, expected)
     assert sum(b.cooccurrence_nonzeros for b in pairs) == sum(b.cooccurrence_nonzeros for b in per_row)
     # The pipeline's shared matrix (int32 indices, int16 counts) gives both kernels the same bits.
-    narrow = co.stack_occurrences([occurrences], n_users, np.diff(occurrences.by_item.indptr), narrow=True)
+    narrow = co.stack_occurrences([layouts_of(occurrences.by_user)()], n_users, np.diff(occurrences.by_item.indptr), narrow=True)
     narrow_pairs = all_indicators(narrow, margins, top_k, min_score, int(rng.integers(1, 4)), slices)
     for block, (start, stop), expected in zip(narrow_pairs, slices, per_row, strict=True):
         assert _fields_equal(block, expected)
@@ -223,7 +223,7 @@ def test_a_narrow_matrix_never_wraps_its_products() -> None:
     users = np.repeat([0, 0, 1, 1, 2], [32000, 31000, 30000, 29000, 5])
     items = np.repeat([0, 1, 0, 1, 2], [32000, 31000, 30000, 29000, 5])
     wide = co.stack_blocks([co.occurrence_block(users, items, 3, 3)])
-    narrow = co.stack_occurrences([wide], 3, np.diff(wide.by_item.indptr), narrow=True)
+    narrow = co.stack_occurrences([layouts_of(wide.by_user)()], 3, np.diff(wide.by_item.indptr), narrow=True)
     assert narrow.by_user.data.dtype == np.int16
     margins = co.marginals(wide, "cooccurrence")
     expected = indicator_block(wide, margins, 0, 3, 2, 0.0)

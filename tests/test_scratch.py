@@ -35,8 +35,6 @@ def test_blocks_round_trip_read_or_mapped(tmp_path: Path, rng: np.random.Generat
     read, read_keys = scratch.read_block(str(tmp_path / "b.arrays"))
     assert (read != block).nnz == 0 and np.array_equal(read_keys, keys)
     scratch.write_block(str(tmp_path / "l.arrays"), block, by_item=sp.csc_array(block))
-    by_user, by_item = scratch.read_layouts(str(tmp_path / "l.arrays"))
-    assert (by_user != block).nnz == 0 and (by_item != block).nnz == 0 and by_item.format == "csc"
     n_users, column_entries = scratch.read_sizes(str(tmp_path / "l.arrays"))  # skips the other arrays
     assert n_users == 30 and np.array_equal(column_entries, np.diff(sp.csc_array(block).indptr))
     rows, columns, shape = scratch.map_layouts(str(tmp_path / "l.arrays"))  # local: memory-mapped, aligned
@@ -99,8 +97,6 @@ def test_a_whole_part_is_written_as_the_output_and_moved_into_place(tmp_path: Pa
 def test_block_files_work_on_any_filesystem_and_a_cut_one_is_an_error(tmp_path: Path, rng: np.random.Generator) -> None:
     block = sp.csr_array(sp.random_array((20, 9), density=0.3, rng=rng, format="csr") * 7).astype(np.int64)
     scratch.write_block("memory://scratch/b.arrays", block, by_item=sp.csc_array(block))
-    by_user, by_item = scratch.read_layouts("memory://scratch/b.arrays")
-    assert (by_user != block).nnz == 0 and (by_item != block).nnz == 0
     assert _layouts_equal(scratch.map_layouts("memory://scratch/b.arrays"), block)  # not local: read whole
     url = tmp_path / "cut.arrays"
     scratch.write_block(str(url), block)
