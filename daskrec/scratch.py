@@ -105,11 +105,15 @@ def read_routed(urls: list[str], bucket: int) -> pd.DataFrame:
     """Batch ``bucket`` of each file written by :func:`write_routed`, one after the other.
 
     The batches are joined as Arrow and converted once: converting each and joining the frames
-    took ~1.8 s of a 50M-event build's tasks, a fifth of its recent-rows stage."""
+    took ~1.8 s of a 50M-event build's tasks, a fifth of its recent-rows stage. Local files are
+    memory-mapped, so the conversion copies the batches straight from the page cache: reading
+    them first copied each into fresh buffers (eight buckets of the 50M-event log, fresh
+    processes, four alternating rounds: 0.48–0.72 s read, 0.12–0.24 s mapped)."""
     batches = []
     for url in urls:
-        with fsspec.open(url, "rb") as f:
-            batches.append(pa.ipc.open_file(f).get_batch(bucket))
+        fs, path = fsspec.core.url_to_fs(url)
+        with pa.memory_map(path) if isinstance(fs, LocalFileSystem) else fs.open(path, "rb") as source:
+            batches.append(pa.ipc.open_file(source).get_batch(bucket))  # a mapped batch outlives its file object
     frame: pd.DataFrame = pa.Table.from_batches(batches).to_pandas()
     return frame
 

@@ -26,6 +26,9 @@ def test_routed_batches_come_back_by_bucket(tmp_path: Path) -> None:
     scratch.write_routed(again, pa.Table.from_pandas(frame), np.array([0, 1, 3, 4]))
     both = scratch.read_routed([url, again], 2)  # a bucket's batches, in partition order
     assert both.equals(pd.concat([frame.iloc[2:], frame.iloc[3:]], ignore_index=True))
+    remote = "memory://scratch/routed/part-0.arrow"  # not local: read, not mapped
+    scratch.write_routed(remote, pa.Table.from_pandas(frame), np.array([0, 1, 3, 4]))
+    assert scratch.read_routed([url, remote], 2).equals(both)
 
 
 def test_blocks_round_trip_read_or_mapped(tmp_path: Path, rng: np.random.Generator) -> None:
