@@ -141,12 +141,11 @@ def stack_occurrences(
     """Stack blocks of disjoint users (the same item columns, each in both layouts, as arrays: a
     block file's memory-mapped, :func:`daskrec.scratch.map_layouts`, which are then copied
     straight from the page cache) into one occurrence matrix, as :func:`stack_blocks` would,
-    holding one block at a time: its rows are
-    copied after the blocks' before it, and each item's users after theirs, on ``threads``
-    threads (ranges of items of equal entries). Building the item layout from the rows instead
-    scatters every entry to its item (~60 ns an entry on this machine, 3.5 s of one thread at
-    50M events), where the blocks' own item layouts were made in parallel, by the tasks that
-    counted them.
+    holding one block at a time: its rows are copied after the blocks' before it, and each
+    item's users after theirs, on ``threads`` threads (ranges of items of equal entries).
+    Building the item layout from the rows instead scatters every entry to its item (~60 ns an
+    entry on this machine, 3.5 s of one thread at 50M events), where the blocks' own item
+    layouts were made in parallel, by the tasks that counted them.
 
     Parameters
     ----------
@@ -437,8 +436,8 @@ def marginals(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> Ma
 
 # The block summaries are compiled passes over the two layouts rather than numpy expressions: those
 # made a temporary array of every entry per step (repeat, where, fancy indexing, weighted bincount),
-# 0.24 s a bucket of the 50M-event log (1M entries), half of the occurrences stage; one pass reads
-# each entry once.
+# 0.09–0.20 s a bucket of the 50M-event log (1M entries), up to half of its occurrence task; these
+# passes read each entry once, 0.03 s.
 @numba.njit(nogil=True, cache=True)
 def _count_margins(rows: Compressed, columns: Compressed, n_items: int, n_fields: int) -> tuple[np.ndarray, np.ndarray]:
     """The counts table's row sums (per field and primary item, field-major) and column sums (per
@@ -497,7 +496,9 @@ def summarise(occurrences: Occurrences, llr_table: str, n_fields: int = 1) -> Bl
 
 
 @numba.njit(nogil=True, cache=True)
-def _work_and_suffixes(indptr: np.ndarray, indices: np.ndarray, columns: tuple[np.ndarray, np.ndarray], n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _work_and_suffixes(
+    indptr: np.ndarray, indices: np.ndarray, columns: tuple[np.ndarray, np.ndarray], n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per primary item, a block's ``work`` and ``suffix_entries`` (see :class:`BlockSummary`;
     ``indices`` sorted within each row), exact in int64."""
     work = np.zeros(n_items, dtype=np.int64)
