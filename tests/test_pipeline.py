@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import SIMPLE_COOCCURRENCE, SIMPLE_ROW_SUM, SIMPLE_TOTAL
@@ -189,3 +190,15 @@ def test_trending_counts_visitors_per_item_in_the_window(generated_csv: Path, bl
     assert (table["trending"] == expected.reindex(table.index, fill_value=0)).all()
     assert 0 < table["trending"].sum() < table["popularity"].sum()  # a window, not the whole log
     assert result.counts["trending_since_ms"] == since
+
+
+def test_distinct_items_are_pandas_unique_sorted_for_every_kind_of_id() -> None:
+    # Dense non-negative integers take the marks in a table; the rest pandas' hash table.
+    rng = np.random.default_rng(5)
+    kinds = [
+        rng.integers(0, 50, 300), rng.integers(0, 2**40, 300), rng.integers(-5, 50, 300),
+        rng.integers(0, 50, 300).astype(np.uint64), rng.integers(0, 50, 300).astype(np.int32), np.zeros(0, np.int64),
+    ]
+    for ids in [pd.Series(k) for k in kinds] + [pd.Series([str(x) for x in kinds[0]]), pd.Series(["b", "a"], dtype="string")]:
+        got, expected = pipeline._distinct_sorted(ids), pd.Index(ids.unique()).sort_values()
+        assert got.equals(expected) and got.dtype == expected.dtype
