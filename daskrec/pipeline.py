@@ -792,8 +792,9 @@ _DENSE_IDS_FLOOR = 1 << 16
 def _distinct_sorted(ids: pd.Series) -> pd.Index:
     """The distinct values of ``ids``, sorted."""
     values = ids.to_numpy() if isinstance(ids.dtype, np.dtype) and ids.dtype.kind in "iu" and len(ids) else None
-    if values is not None and values.min() >= 0 and values.max() < _DENSE_IDS_PER_ROW * len(ids) + _DENSE_IDS_FLOOR:
-        seen = np.zeros(int(values.max()) + 1, dtype=bool)
+    highest = int(values.max()) if values is not None else -1
+    if values is not None and values.min() >= 0 and highest < _DENSE_IDS_PER_ROW * len(ids) + _DENSE_IDS_FLOOR:
+        seen = np.zeros(highest + 1, dtype=bool)
         seen[values] = True
         marked: pd.Index = pd.Index(np.flatnonzero(seen).astype(values.dtype))
         return marked
