@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EVENTS ?= 1000000
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-kernel bench-serve bench-shuffle bench-startup bench-update bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
+.PHONY: venv demo serve test test-fast typecheck bench bench-index bench-index-update bench-kernel bench-serve bench-shuffle bench-startup bench-update bench-outofcore quality dask-up dask-down es-up es-down es-up-secure es-down-secure clean
 
 venv: $(VENV)/.installed
 
@@ -114,6 +114,10 @@ es-down-secure:
 ## bench-index: parallel bulk vs single-thread bulk, and query latency, on the local node
 bench-index: venv es-up
 	$(BIN)/python bench/bench_index.py --json bench/results/index.json
+
+## bench-index-update: after an update of a 50M-event build, the changed documents sent in place vs a new generation
+bench-index-update: venv es-up
+	$(BIN)/python bench/bench_index_update.py --events 50000000 --shares 0.01,0.1,0.25,0.5 --json bench/results/index-update-50M.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .hypothesis

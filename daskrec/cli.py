@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
@@ -39,6 +39,9 @@ from .config import (
 from .errors import DaskrecError
 from .es import NO_VERIFY_WARNING, EsSettings
 from .schema import indicator_field
+
+if TYPE_CHECKING:
+    from .index import IndexReport
 
 log = logging.getLogger(__name__)
 
@@ -352,8 +355,16 @@ def _index_build(out_dir: str, es: EsSettings, config: IndexConfig, progress: bo
     """Index the build in ``out_dir`` into a new generation behind ``config.alias``; say so."""
     from .index import write_index
 
-    indexed = write_index(out_dir, es, config, show_progress=progress)
-    click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {config.alias!r}", err=True)
+    _say_indexed(write_index(out_dir, es, config, show_progress=progress), config.alias)
+
+
+def _say_indexed(indexed: IndexReport, alias: str) -> None:
+    """One line on what a load or an update of the index did."""
+    if indexed.in_place:
+        click.echo(f"{indexed.documents} changed documents sent into {indexed.index} (behind alias {alias!r}), "
+                   f"{indexed.removed} removed", err=True)
+    else:
+        click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {alias!r}", err=True)
 
 
 def _echo_summary(counts: dict[str, int], timings: dict[str, float], out_dir: str) -> None:
@@ -374,6 +385,7 @@ def _echo_summary(counts: dict[str, int], timings: dict[str, float], out_dir: st
 @es_options(optional=True)
 @click.option("--keep", type=click.IntRange(min=1), default=_INDEX.keep, help=_doc(IndexConfig, "keep"))
 @click.option("--layout", type=_choice(Layout), default=None, help=_doc(IndexConfig, "layout") + " [default: the live generation's]")
+@click.option("--in-place-max", type=click.FloatRange(0.0, 1.0), default=_INDEX.in_place_max, show_default=True, help=_doc(IndexConfig, "in_place_max"))
 @click.pass_context
 def update(
     ctx: click.Context,
@@ -385,9 +397,11 @@ def update(
     alias: str,
     keep: int,
     layout: Layout | None,
+    in_place_max: float,
 ) -> None:
     """Bring the build in --build up to date with the new EVENTS (CSV/Parquet paths, globs or
-    URLs), exactly as a full build over all its events would be; with --es-url, index it too."""
+    URLs), exactly as a full build over all its events would be; with --es-url, send the changed
+    documents into the live generation, or load a new one when many changed."""
     from .ingest import expand_inputs
     from .pipeline import state_bytes, update_build
 
@@ -399,12 +413,13 @@ def update(
         updated = update_build(events, out_dir, on_bad_rows=on_bad_rows, show_progress=run.progress)
         if es is not None:
             from .es import connect_es
-            from .index import live_layout
+            from .index import live_layout, update_index
 
             if layout is None:
                 with connect_es(es) as client:
                     layout = live_layout(client, alias) or _INDEX.layout
-            _index_build(out_dir, es, IndexConfig(alias=alias, keep=keep, layout=layout), run.progress)
+            config = IndexConfig(alias=alias, keep=keep, layout=layout, in_place_max=in_place_max)
+            _say_indexed(update_index(out_dir, es, config, show_progress=run.progress), alias)
     _echo_summary(updated.counts, updated.timings, out_dir)
 
 

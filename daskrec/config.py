@@ -230,6 +230,9 @@ class IndexConfig:
     layout: Layout = "weighted"
     """``weighted``: matches count by indicator strength (root LLR in steps of 3); ``keyword``: plain matches (the tutorial's)."""
 
+    in_place_max: float = 0.25
+    """After an update, the largest share of documents that may change for them to be sent into the live generation rather than a new one."""
+
     def __post_init__(self) -> None:
         if not self.alias or self.alias != self.alias.lower() or any(c in self.alias for c in ' "*\\<|,>/?#:'):
             raise ConfigError(f"alias: {self.alias!r} is not a valid Elasticsearch index name (lowercase, no spaces).")
@@ -239,6 +242,8 @@ class IndexConfig:
             raise ConfigError("replicas/chunk_size/max_chunk_bytes: must be >= 0 / >= 1 / >= 1024.")
         if self.layout not in ("weighted", "keyword"):
             raise ConfigError(f"layout: must be 'weighted' or 'keyword', got {self.layout!r}.")
+        if not 0.0 <= self.in_place_max <= 1.0:
+            raise ConfigError(f"in_place_max: must be between 0 and 1, got {self.in_place_max}.")
 
 
 @dataclass(frozen=True)

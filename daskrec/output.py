@@ -3,7 +3,10 @@
 The manifest is the completion marker. The new table is written whole under a temporary name,
 then the new manifest, with that name, into ``.manifest-pending.json``: from then on the new
 build is committed. Then the old manifest is removed, the table renamed into place and the
-pending manifest renamed to ``manifest.json``. A folder without ``manifest.json`` holds no
+pending manifest renamed to ``manifest.json``. An update keeps the table it replaces as
+``indicators-previous.parquet`` (moved aside in the same renames; any other write removes that
+file), so that the index can be brought from the old table to the new by the documents that
+differ. A folder without ``manifest.json`` holds no
 complete build; if a process dies between the commit and the last rename,
 :func:`complete_pending` finishes the job (an update does before it starts).
 
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "INDICATORS_FILE",
     "MANIFEST_FILE",
+    "PREVIOUS_FILE",
     "complete_pending",
     "ROW_GROUP_ROWS",
     "replacing",
@@ -48,6 +52,8 @@ INDICATORS_FILE = "indicators.parquet"
 ROW_GROUP_ROWS = 4096
 """Items per Parquet row group: the unit of parallel bulk indexing."""
 MANIFEST_FILE = "manifest.json"
+PREVIOUS_FILE = "indicators-previous.parquet"
+"""The table an update replaced, kept beside the new one (see the module's notes)."""
 _PENDING_FILE = ".manifest-pending.json"
 _PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
 """How the indicators table is encoded. Not pyarrow's default dictionary encoding: item ids are
@@ -92,6 +98,7 @@ def write_output(
     manifest: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
     *,
     moved: bool = False,
+    keep_previous: bool = False,
 ) -> None:
     """Write an indicators table and its manifest into ``out_dir`` (a path or fsspec URL) atomically.
 
@@ -107,6 +114,9 @@ def write_output(
     moved
         ``table`` is one URL, of a whole table written by :func:`write_slices` on the same
         filesystem as ``out_dir``: it is moved into place (renamed) rather than copied.
+    keep_previous
+        Keep the table this one replaces as :data:`PREVIOUS_FILE` (an update does); otherwise
+        a :data:`PREVIOUS_FILE` there is removed.
     """
     complete_pending(out_dir)  # an earlier commit's last renames, so that its files are not left behind
     fs, root = fsspec.core.url_to_fs(out_dir)
@@ -124,7 +134,7 @@ def write_output(
                     write_slices(sink, (read_slice(url) for url in table))
         written = manifest() if callable(manifest) else manifest
         with replacing(f"{out_dir.rstrip('/')}/{_PENDING_FILE}", "w") as f:
-            json.dump({"table": table_name, "manifest": written}, f, default=str)
+            json.dump({"table": table_name, "manifest": written, "keep_previous": keep_previous}, f, default=str)
     finally:
         if not fs.exists(f"{root}/{_PENDING_FILE}") and fs.exists(f"{root}/{table_name}"):
             fs.rm(f"{root}/{table_name}")
@@ -143,8 +153,16 @@ def complete_pending(out_dir: str) -> bool:
         pending = json.load(f)
     if fs.exists(f"{root}/{MANIFEST_FILE}"):
         fs.rm(f"{root}/{MANIFEST_FILE}")
+    table, previous = f"{root}/{INDICATORS_FILE}", f"{root}/{PREVIOUS_FILE}"
+    keep_previous = bool(pending.get("keep_previous"))
     if fs.exists(f"{root}/{pending['table']}"):  # gone once renamed
-        fs.mv(f"{root}/{pending['table']}", f"{root}/{INDICATORS_FILE}")
+        if keep_previous and fs.exists(table):  # each step can be redone after a crash
+            if fs.exists(previous):
+                fs.rm(previous)
+            fs.mv(table, previous)
+        fs.mv(f"{root}/{pending['table']}", table)
+    if not keep_previous and fs.exists(previous):
+        fs.rm(previous)
     with replacing(f"{out_dir.rstrip('/')}/{MANIFEST_FILE}", "w") as f:
         json.dump(pending["manifest"], f, indent=2, default=str)
         f.write("\n")

@@ -197,12 +197,14 @@ def build_indicators(
 
 
 def build_manifest(inputs: Sequence[str], config: BuildConfig, report: BuildReport) -> dict[str, Any]:
-    """What a build read, how it was configured, what it counted and how long it took (pure)."""
+    """What a build read, how it was configured, what it counted and how long it took, with a
+    fresh ``table_id`` naming the table it describes (an index records the id of the table it holds)."""
     from . import __version__
 
     return {
         "daskrec_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "table_id": uuid.uuid4().hex,
         "inputs": list(inputs),
         "options": dataclasses.asdict(config),
         "item_id_type": report.item_id_type,
@@ -265,10 +267,13 @@ def state_bytes(out_dir: str) -> int:
     return int(fs.du(f"{root}/{_STATE}")) if fs.exists(f"{root}/{_STATE}") else 0
 
 
-def _commit(out_dir: str, folder: str, parts: list[str], report: BuildReport, manifest: Callable[[], dict[str, Any]]) -> None:
+def _commit(
+    out_dir: str, folder: str, parts: list[str], report: BuildReport, manifest: Callable[[], dict[str, Any]], *, update: bool = False
+) -> None:
     """Make a build (or update) in ``folder`` live in ``out_dir``: its kept rows and trending
     pairs become a new state generation there, its slices the table, and the manifest, written
-    last, names the generation. Other generations are removed once it is in place."""
+    last, names the generation. Other generations are removed once it is in place. An update
+    keeps the table it replaces beside the new one (:data:`~daskrec.output.PREVIOUS_FILE`)."""
     started = time.perf_counter()
     fs, root = fsspec.core.url_to_fs(out_dir)
     _, scratch_root = fsspec.core.url_to_fs(folder)
@@ -282,7 +287,7 @@ def _commit(out_dir: str, folder: str, parts: list[str], report: BuildReport, ma
         report.timings["output"] = round(time.perf_counter() - started, 3)
         return manifest()
 
-    write_output(out_dir, parts, finished, moved=len(parts) == 1)  # a sole part is the whole table
+    write_output(out_dir, parts, finished, moved=len(parts) == 1, keep_previous=update)  # a sole part is the whole table
     for other in fs.ls(f"{root}/{_STATE}", detail=False):
         if posixpath.basename(other.rstrip("/")) != posixpath.basename(generation):
             fs.rm(other, recursive=True)
@@ -300,7 +305,9 @@ def update_build(
     the window leave it), the trending window moves to the newest primary event, and the
     occurrences and indicators are computed again from the kept rows: every item's scores depend
     on the totals of the 2x2 tables, which nearly every new event changes. The manifest's
-    ``updates`` lists each update with what it changed and how long it took.
+    ``updates`` lists each update with what it changed and how long it took. The table it
+    replaces stays beside the new one (:data:`~daskrec.output.PREVIOUS_FILE`), so that
+    :func:`daskrec.index.update_index` can send the index only the documents that changed.
 
     Parameters
     ----------
@@ -359,6 +366,7 @@ def update_build(
         def updated_manifest() -> dict[str, Any]:
             written = build_manifest([*manifest["inputs"], *inputs], config, report)
             written["options"] = manifest["options"]  # the build's; this batch's on_bad_rows is below
+            written["previous_table_id"] = manifest.get("table_id")  # the table kept as PREVIOUS_FILE
             done = {
                 "inputs": list(inputs),
                 "fingerprint": fingerprint,
@@ -370,7 +378,7 @@ def update_build(
             written["updates"] = [*updates, done]
             return written
 
-        _commit(out_dir, folder, parts, report, updated_manifest)
+        _commit(out_dir, folder, parts, report, updated_manifest, update=True)
     log.info("update: %d users changed, %d items written to %s", batch["users_changed"], report.counts["items"], out_dir)
     return report
 

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "LOADING",
     "COMPLETE",
+    "UPDATING",
     "indicator_field",
     "scores_field",
     "indicator_fields",
@@ -54,6 +55,7 @@ __all__ = [
     "layout_of",
     "history_of",
     "state_of",
+    "table_of",
 ]
 
 Layout = Literal["weighted", "keyword"]
@@ -98,10 +100,11 @@ with the square root of the log's size; on the real datasets 99% of them are bel
 MAX_TOKEN_CHARS = 255
 """Longest token the whitespace tokenizer keeps whole; longer ids become a digest."""
 
-LOADING, COMPLETE = "loading", "complete"
-"""Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind."""
+LOADING, COMPLETE, UPDATING = "loading", "complete", "updating"
+"""Values of a generation's ``_meta.daskrec_state``: a crashed load leaves ``loading`` behind, a
+crashed update of the live generation in place leaves ``updating`` (and no table id)."""
 
-_STATE_KEY, _LAYOUT_KEY, _HISTORY_KEY = "daskrec_state", "daskrec_layout", "daskrec_history"
+_STATE_KEY, _LAYOUT_KEY, _HISTORY_KEY, _TABLE_KEY = "daskrec_state", "daskrec_layout", "daskrec_history", "daskrec_table"
 
 
 def indicator_field(event_type: str | None = None) -> str:
@@ -197,19 +200,25 @@ def term_frequencies(scores: np.ndarray, layout: Layout) -> np.ndarray:
     return counts
 
 
-def generation_meta(state: str, layout: Layout, history: Mapping[str, object] | None = None) -> dict[str, object]:
-    """A generation's ``_meta``: its load state, layout and, when known, how its build cut
-    histories (``recent`` and ``event_types``, for live histories); a mapping update replaces it whole.
+def generation_meta(
+    state: str, layout: Layout, history: Mapping[str, object] | None = None, table: str | None = None
+) -> dict[str, object]:
+    """A generation's ``_meta``: its load state, layout, when known how its build cut histories
+    (``recent`` and ``event_types``, for live histories) and which build's table it holds (the
+    manifest's ``table_id``: an update may change that table's documents in place); a mapping
+    update replaces it whole.
 
     Examples
     --------
-    >>> meta = generation_meta(LOADING, "weighted", {"recent": 50, "event_types": ["buy"]})
-    >>> layout_of(meta), history_of(meta)
-    ('weighted', {'recent': 50, 'event_types': ['buy']})
+    >>> meta = generation_meta(LOADING, "weighted", {"recent": 50, "event_types": ["buy"]}, "3f2a")
+    >>> layout_of(meta), history_of(meta), table_of(meta)
+    ('weighted', {'recent': 50, 'event_types': ['buy']}, '3f2a')
     """
     meta: dict[str, object] = {_STATE_KEY: state, _LAYOUT_KEY: layout}
     if history is not None:
         meta[_HISTORY_KEY] = dict(history)
+    if table is not None:
+        meta[_TABLE_KEY] = table
     return meta
 
 
@@ -217,6 +226,12 @@ def history_of(meta: Mapping[str, object]) -> dict[str, object] | None:
     """How the generation's build cut histories, if recorded."""
     found = meta.get(_HISTORY_KEY)
     return dict(found) if isinstance(found, Mapping) else None
+
+
+def table_of(meta: Mapping[str, object]) -> str | None:
+    """The id of the build table a complete generation holds (``None``: unknown, or mid-update)."""
+    found = meta.get(_TABLE_KEY)
+    return found if isinstance(found, str) else None
 
 
 def state_of(meta: Mapping[str, object]) -> object:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -159,6 +160,22 @@ def test_least_privilege_users_over_https(tmp_path: Path, secured: dict[str, str
     assert listed.returncode == 0, listed.stderr
     expected = Scorer(table).recommend(history, 5)
     assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == [str(r.item) for r in expected]
+
+    # The writer updates the build with a visitor's new event: the changed documents go into the live generation.
+    rows = pd.read_csv(events)
+    lightest = rows[rows.visitorid == rows.visitorid.value_counts().index[-1]]
+    new = lightest.head(1).assign(itemid=rows.itemid.value_counts().index[-1], timestamp=rows.timestamp.max())
+    new.to_csv(tmp_path / "new.csv", index=False)
+    updated = daskrec("update", "new.csv", "--build", "out", *https, "--index", secured_alias, "--in-place-max", "1",
+                      "--no-progress", "--dashboard-address", ":0", cwd=tmp_path, env=writer)
+    outputs += [updated.stdout, updated.stderr]
+    assert updated.returncode == 0, updated.stderr
+    assert "changed documents sent into" in updated.stderr
+    table = pq.read_table(tmp_path / "out" / "indicators.parquet")
+    with connect_es(as_user(secured, "ADMIN")) as admin:
+        assert list(admin.indices.get_alias(name=secured_alias)) == [live]
+        stored = {hit["_source"]["id"]: hit["_source"]["scores"] for hit in helpers.scan(admin, index=secured_alias)}
+    assert stored == dict(zip(table.column("item").to_pylist(), table.column("scores").to_pylist()))
 
     # Without verification it works, and says what it gave up.
     unverified = daskrec("similar", str(item["item"]), "--es-url", secured["ES_SECURE_URL"], "--es-no-verify-certs",

@@ -22,10 +22,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskrec import IndexConfig, IndexingError, InputError, recommend, similar, write_index, write_output
+from daskrec import index as index_module
 from daskrec.es import EsSettings, connect_es
 from daskrec.index import (
     alias_actions,
     bulk_actions,
+    changed_documents,
+    delete_actions,
     generation_name,
     index_template,
     indicator_documents,
@@ -50,6 +53,52 @@ def test_documents_and_actions_keep_ids_exact() -> None:
     integers = pa.table({"item": [5], "indicators": [[6]], "scores": [[5.0]], "popularity": [1]})
     actions = list(bulk_actions(indicator_documents(integers), "i"))
     assert actions[0][0]["index"]["_id"] == "5" and json.loads(actions[0][1])["id"] == 5
+
+
+@st.composite
+def indicator_tables(draw: st.DrawFn, items: list[object]) -> pa.Table:
+    """A table over some of ``items`` in any order, with lists, scores, popularity and trending
+    drawn from small pools (so that equal rows are common); nulls in trending."""
+    chosen = draw(st.lists(st.sampled_from(items), unique=True, max_size=len(items)))
+    lists = [draw(st.lists(st.sampled_from(items), max_size=3)) for _ in chosen]
+    return pa.table({
+        "item": pa.array(chosen, pa.string() if items and isinstance(items[0], str) else pa.int64()),
+        "indicators": pa.array(lists, pa.list_(pa.string() if items and isinstance(items[0], str) else pa.int64())),
+        "scores": pa.array([[draw(st.sampled_from([1.0, 2.5, 2.5000000000000004])) for _ in row] for row in lists], pa.list_(pa.float64())),
+        "popularity": pa.array([draw(st.integers(0, 2)) for _ in chosen], pa.int64()),
+        "trending": pa.array([draw(st.one_of(st.none(), st.integers(0, 1))) for _ in chosen], pa.int64()),
+    })
+
+
+ITEM_POOLS: list[list[object]] = [[1, 2, 3, 4, 5], ["a", "b c", "d"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ITEM_POOLS).flatmap(lambda items: st.tuples(indicator_tables(items), indicator_tables(items))))
+def test_changed_documents_are_those_whose_document_differs(tables: tuple[pa.Table, pa.Table]) -> None:
+    previous, table = tables
+    changed, removed = changed_documents(previous, table)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(index_module, "_ELEMENTS_PER_STEP", 2)  # lists compared a few elements at a time
+        in_steps, _ = changed_documents(previous, table)
+    assert in_steps.tolist() == changed.tolist()
+    in_chunks = [pa.Table.from_batches(t.to_batches(max_chunksize=size), t.schema) for t, size in ((previous, 2), (table, 3))]
+    assert changed_documents(*in_chunks)[0].tolist() == changed.tolist()  # as tables read back in row groups
+    for layout in ("weighted", "keyword"):
+        before = {d["id"]: d for d in indicator_documents(previous, layout)}
+        after = list(indicator_documents(table, layout))
+        assert changed.tolist() == [before.get(d["id"]) != d for d in after]
+    assert removed.to_pylist() == [i for i in previous.column("item").to_pylist() if i not in set(table.column("item").to_pylist())]
+    with pytest.raises(ValueError, match="columns differ"):
+        changed_documents(previous.drop_columns(["trending"]), table)
+
+
+def test_partial_and_delete_actions() -> None:
+    (action, body), = bulk_actions([{"id": "a b", "indicators": ["c"]}], "g-1", partial=True)
+    assert action == {"update": {"_index": "g-1", "_id": "a b", "retry_on_conflict": 3}}
+    assert json.loads(body) == {"doc": {"id": "a b", "indicators": ["c"]}, "doc_as_upsert": True}
+    assert list(delete_actions(["a b", 5], "g-1")) == [
+        ({"delete": {"_index": "g-1", "_id": "a b"}}, None), ({"delete": {"_index": "g-1", "_id": "5"}}, None)]
 
 
 ids = st.one_of(

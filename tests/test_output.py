@@ -85,3 +85,31 @@ def test_a_write_stopped_after_its_commit_is_completed(simple_events_csv: Path, 
     assert read_manifest(str(out)) == {"run": 2}
     assert read_indicators(str(out)).num_rows == 1
     assert sorted(p.name for p in out.iterdir()) == ["indicators.parquet", "manifest.json"]
+
+
+def test_an_update_keeps_the_table_it_replaces_even_through_a_crash_mid_renames(
+    simple_events_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = build_indicators([str(simple_events_csv)]).table
+    out = tmp_path / "out"
+    write_output(str(out), table, {"run": 1})
+    moves = []
+    fs_class = type(output.fsspec.core.url_to_fs(str(out))[0])
+    move = fs_class.mv
+
+    def dies_after_the_first_move(self: object, source: str, target: str, **options: object) -> None:
+        move(self, source, target, **options)
+        moves.append(target)
+        if target.endswith(output.PREVIOUS_FILE):
+            raise KeyboardInterrupt  # the old table moved aside, the new one not yet in place
+
+    monkeypatch.setattr(fs_class, "mv", dies_after_the_first_move)
+    with pytest.raises(KeyboardInterrupt):
+        write_output(str(out), table.slice(0, 1), {"run": 2}, keep_previous=True)
+    monkeypatch.undo()
+    assert not (out / "indicators.parquet").exists() and not (out / "manifest.json").exists()  # committed, not live yet
+    assert output.complete_pending(str(out))
+    assert read_manifest(str(out)) == {"run": 2} and read_indicators(str(out)).num_rows == 1
+    assert pq.read_table(out / output.PREVIOUS_FILE).equals(table)
+    write_output(str(out), table, {"run": 3})  # a full build's write: nothing to keep
+    assert sorted(p.name for p in out.iterdir()) == ["indicators.parquet", "manifest.json"]

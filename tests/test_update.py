@@ -3,12 +3,14 @@ them, whatever the split, through reruns and interruptions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +19,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import EVERY_TYPE, build_into, real_dataset
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, helpers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daskrec import BuildConfig, IndicatorConfig, IngestConfig, InputError, generate_events
+from daskrec import BuildConfig, IndexConfig, IndicatorConfig, IngestConfig, InputError, generate_events
+from daskrec import index as index_module
 from daskrec import output as output_module
 from daskrec import pipeline
 from daskrec.es import EsSettings
-from daskrec.index import live_layout
+from daskrec.index import indicator_documents, live_layout, update_index, write_index
+from daskrec.output import PREVIOUS_FILE, write_output
+from daskrec.schema import UPDATING, Layout, state_of, table_of
 from daskrec.pipeline import update_build, write_build
 from daskrec.synth import SynthConfig
 
@@ -170,9 +175,11 @@ def test_an_update_that_died_after_its_commit_is_completed_not_repeated(
     with pytest.raises(KeyboardInterrupt):
         update_build(batches[1:], str(tmp_path / "updated"))
     monkeypatch.undo()
+    base = pq.read_table(tmp_path / "updated" / "indicators.parquet")
     update_build(batches[1:], str(tmp_path / "updated"))  # completes the commit, then sees a rerun
     manifest = json.loads((tmp_path / "updated" / "manifest.json").read_text())
     assert len(manifest["updates"]) == 1
+    assert pq.read_table(tmp_path / "updated" / output_module.PREVIOUS_FILE).equals(base)  # kept for the index
     write_build(batches, str(tmp_path / "full"), EVERY_TYPE)
     assert_same_indicators(pq.read_table(tmp_path / "updated" / "indicators.parquet"), pq.read_table(tmp_path / "full" / "indicators.parquet"))
 
@@ -215,4 +222,106 @@ def test_command_line_update_reindexes(tmp_path: Path, log_rows: pd.DataFrame, e
         assert live_layout(client, alias) == "keyword"  # as the build was indexed
         first = table.slice(0, 1).to_pylist()[0]
         hit = client.search(index=alias, query={"ids": {"values": [str(first["item"])]}})["hits"]["hits"][0]["_source"]
-    assert str(first["indicators"][0]) in json.dumps(hit)
+        assert str(first["indicators"][0]) in json.dumps(hit)
+        client.update(index=alias, id=str(first["item"]), doc={"properties": {"genre": "jazz"}}, refresh="wait_for")
+
+        # The lightest visitor takes up the rarest item: few documents change, and go into the live generation.
+        rare = log_rows[log_rows.visitorid == log_rows.visitorid.value_counts().index[-1]].head(1).assign(
+            itemid=log_rows.itemid.value_counts().index[-1], timestamp=log_rows.timestamp.max())
+        rare.to_csv(tmp_path / "rare.csv", index=False)
+        live = list(client.indices.get_alias(name=alias))
+        updated = daskrec("update", str(tmp_path / "rare.csv"), "--build", str(tmp_path / "out"))
+        assert updated.returncode == 0, updated.stderr
+        assert "changed documents sent into" in updated.stderr and list(client.indices.get_alias(name=alias)) == live
+        assert_index_holds(client, alias, pq.read_table(tmp_path / "out" / "indicators.parquet"), {str(first["item"]): {"genre": "jazz"}}, "keyword")
+
+
+def assert_index_holds(
+    client: Elasticsearch, alias: str, table: pa.Table, properties: dict[str, dict[str, object]], layout: Layout = "weighted"
+) -> None:
+    """The documents behind ``alias`` are those of ``table``, each with the given properties,
+    and no others."""
+    client.indices.refresh(index=alias)
+    hits = {h["_id"]: h["_source"] for h in helpers.scan(client, index=alias, query={"query": {"match_all": {}}})}
+    expected = {str(d["id"]): d for d in indicator_documents(table, layout)}
+    for item, values in properties.items():
+        expected[item]["properties"] = values
+    assert hits == expected
+
+
+def tables_of(versions: list[dict[str, list[object]]]) -> list[pa.Table]:
+    return [pa.table({"item": pa.array(v["item"], pa.int64()), "indicators": pa.array(v["indicators"], pa.list_(pa.int64())),
+                      "scores": pa.array(v["scores"], pa.list_(pa.float64())), "popularity": pa.array(v["popularity"], pa.int64())})
+            for v in versions]
+
+
+@pytest.mark.integration
+def test_few_changed_documents_go_into_the_live_generation(
+    tmp_path: Path, es_settings: EsSettings, alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, third = tables_of([
+        {"item": [1, 2, 3, 4, 5, 6, 7, 8], "indicators": [[2], [1], [4], [3], [], [], [], []],
+         "scores": [[6.0], [6.0], [9.0], [9.0], [], [], [], []], "popularity": [3, 3, 2, 2, 1, 1, 1, 1]},
+        # item 3 gone, 9 new, 1 and 4 changed: 4 of 8 documents
+        {"item": [1, 2, 4, 5, 6, 7, 8, 9], "indicators": [[2, 9], [1], [], [], [], [], [], [1]],
+         "scores": [[6.5, 4.0], [6.0], [], [], [], [], [], [4.0]], "popularity": [4, 3, 2, 1, 1, 1, 1, 1]},
+        {"item": [1, 2, 4, 5, 6, 7, 8, 9], "indicators": [[9], [9], [], [], [], [], [], [1]],
+         "scores": [[7.0], [5.0], [], [], [], [], [], [4.0]], "popularity": [5, 3, 2, 1, 1, 1, 1, 1]},
+    ])
+    out = str(tmp_path / "out")
+    config = IndexConfig(alias=alias, replicas=0, in_place_max=0.5)
+    write_output(out, first, {"table_id": "t1"})
+    generation = write_index(out, es_settings, config).index
+    with Elasticsearch(**es_settings.client_options()) as client:
+        client.update(index=alias, id="1", doc={"properties": {"genre": "jazz"}}, refresh="wait_for")  # as the service's $set
+        write_output(out, second, {"table_id": "t2", "previous_table_id": "t1"}, keep_previous=True)
+        report = update_index(out, es_settings, config)
+        assert (report.in_place, report.index, report.documents, report.removed) == (True, generation, 3, 1)
+        assert_index_holds(client, alias, second, {"1": {"genre": "jazz"}})
+        segments = client.indices.stats(index=generation)["indices"][generation]["primaries"]
+        assert (segments["segments"]["count"], segments["docs"]["deleted"]) == (1, 0)  # ranks as a fresh load
+        assert table_of(client.indices.get_mapping(index=generation)[generation]["mappings"]["_meta"]) == "t2"
+        assert update_index(out, es_settings, config).documents == 0  # a rerun: the live generation holds it already
+
+        # Killed mid-way: every document whole, the generation marked; the next update loads a new one.
+        write_output(out, third, {"table_id": "t3", "previous_table_id": "t2"}, keep_previous=True)
+        monkeypatch.setattr(index_module, "delete_actions", killed)
+        with pytest.raises(KeyboardInterrupt):  # one document per request: the changed ones are sent, then it dies
+            update_index(out, es_settings, dataclasses.replace(config, chunk_size=1))
+        monkeypatch.undo()
+        meta = client.indices.get_mapping(index=generation)[generation]["mappings"]["_meta"]
+        assert (state_of(meta), table_of(meta)) == (UPDATING, None)
+        client.indices.refresh(index=alias)
+        assert client.get(index=alias, id="1")["_source"]["indicators"] == [9]  # sent, whole
+        assert client.get(index=alias, id="2")["_source"]["indicators"] == [1]  # not sent
+        report = update_index(out, es_settings, config)
+        assert not report.in_place and report.index != generation
+        assert_index_holds(client, alias, third, {"1": {"genre": "jazz"}})  # properties carried over
+
+
+def killed(items: object, index: str) -> Iterator[tuple[dict[str, object], None]]:
+    """Dies where the deletes would start."""
+    raise KeyboardInterrupt
+    yield  # a generator, as delete_actions is
+
+
+@pytest.mark.integration
+def test_many_changed_documents_make_a_new_generation(tmp_path: Path, es_settings: EsSettings, alias: str) -> None:
+    first, second, _ = tables_of([
+        {"item": [1, 2], "indicators": [[2], [1]], "scores": [[6.0], [6.0]], "popularity": [3, 3]},
+        {"item": [1, 2], "indicators": [[2], [1]], "scores": [[6.5], [6.5]], "popularity": [3, 3]},
+        {"item": [], "indicators": [], "scores": [], "popularity": []},
+    ])
+    out = str(tmp_path / "out")
+    config = IndexConfig(alias=alias, replicas=0)
+    write_output(out, first, {"table_id": "t1"})
+    generation = write_index(out, es_settings, config).index
+    write_output(out, second, {"table_id": "t2", "previous_table_id": "t1"}, keep_previous=True)
+    report = update_index(out, es_settings, config)
+    assert not report.in_place and report.index != generation
+    with Elasticsearch(**es_settings.client_options()) as client:
+        assert_index_holds(client, alias, second, {})
+        write_output(out, first, {"table_id": "t3"})  # a full build: no previous table kept
+        assert not (tmp_path / "out" / PREVIOUS_FILE).exists()
+        assert not update_index(out, es_settings, IndexConfig(alias=alias, replicas=0, in_place_max=1.0)).in_place
+        assert_index_holds(client, alias, first, {})
