@@ -30,8 +30,8 @@ from daskrec import pipeline
 from daskrec.es import EsSettings
 from daskrec.index import indicator_documents, live_layout, update_index, write_index
 from daskrec.output import PREVIOUS_FILE, write_output
-from daskrec.schema import UPDATING, Layout, state_of, table_of
 from daskrec.pipeline import update_build, write_build
+from daskrec.schema import UPDATING, Layout, state_of, table_of
 from daskrec.synth import SynthConfig
 
 CONFIGS = {
@@ -179,7 +179,7 @@ def test_an_update_that_died_after_its_commit_is_completed_not_repeated(
     update_build(batches[1:], str(tmp_path / "updated"))  # completes the commit, then sees a rerun
     manifest = json.loads((tmp_path / "updated" / "manifest.json").read_text())
     assert len(manifest["updates"]) == 1
-    assert pq.read_table(tmp_path / "updated" / output_module.PREVIOUS_FILE).equals(base)  # kept for the index
+    assert pq.read_table(tmp_path / "updated" / PREVIOUS_FILE).equals(base)  # kept for the index
     write_build(batches, str(tmp_path / "full"), EVERY_TYPE)
     assert_same_indicators(pq.read_table(tmp_path / "updated" / "indicators.parquet"), pq.read_table(tmp_path / "full" / "indicators.parquet"))
 
