@@ -594,21 +594,23 @@ def update_index(
     check_write_privileges(client, config.alias)
     url, manifest = indicators_url(out_dir), read_manifest(out_dir)
     previous_url = f"{out_dir.rstrip('/')}/{PREVIOUS_FILE}"
+    fs, root = fsspec.core.url_to_fs(out_dir)
     live = _alias_targets(client, config.alias)
     meta = _meta_of(client, live[0]) if len(live) == 1 else {}
     history = _history_cut(manifest)
     if state_of(meta) == COMPLETE and table_of(meta) == manifest.get("table_id") and layout_of(meta) == config.layout:
         log.info("index: %s already holds this build's table", live[0])  # a rerun of the same update
         return IndexReport(index=live[0], documents=0, deleted=(), load_s=0.0, finish_s=0.0, in_place=True)
-    fs = fsspec.core.url_to_fs(out_dir)[0]
-    reason = _not_in_place(meta, manifest, config.layout, history, has_previous=fs.exists(fsspec.core.url_to_fs(previous_url)[1]))
+    reason = _not_in_place(meta, manifest, config.layout, history, has_previous=fs.exists(f"{root}/{PREVIOUS_FILE}"))
     if reason is None:
         table, previous = read_slice(url), read_slice(previous_url)
-        if table.column_names != previous.column_names:
+        try:
+            changed, removed = changed_documents(previous, table)
+        except ValueError:  # other columns
             reason = "the update added indicator fields"
         else:
-            changed, removed = changed_documents(previous, table)
-            share = (int(changed.sum()) + len(removed)) / max(previous.num_rows, 1)
+            changed_count = int(changed.sum())
+            share = (changed_count + len(removed)) / max(previous.num_rows, 1)
             if share > config.in_place_max:
                 reason = f"{share:.0%} of the documents changed (--in-place-max {config.in_place_max:g})"
     if reason is not None:
@@ -632,10 +634,10 @@ def update_index(
         client.indices.put_mapping(index=generation, meta=generation_meta(COMPLETE, config.layout, history, manifest.get("table_id")))
     except (ApiError, TransportError) as err:
         raise IndexingError(f"updating {generation} failed ({type(err).__name__}: {err}); {_MIXED}") from None
-    log.info("index: %d changed documents sent into %s, %d removed", int(changed.sum()), generation, len(removed))
+    log.info("index: %d changed documents sent into %s, %d removed", changed_count, generation, len(removed))
     return IndexReport(
         index=generation,
-        documents=int(changed.sum()),
+        documents=changed_count,
         deleted=(),
         load_s=round(sent - started, 3),
         finish_s=round(time.perf_counter() - sent, 3),
