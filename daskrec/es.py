@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the client is imported where a connection is made, not with
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EsSettings", "connect_es", "error_reason", "NO_VERIFY_WARNING"]
+__all__ = ["EsSettings", "connect_es", "error_reason", "write_blocked", "NO_VERIFY_WARNING"]
 
 NO_VERIFY_WARNING = (
     "TLS certificate verification is off (--es-no-verify-certs): the connection is encrypted, but "
@@ -216,3 +216,20 @@ def _speaks_tls(url: str) -> bool:
                 return True
     except (OSError, ssl.SSLError):
         return False
+
+
+def write_blocked(err: ApiError) -> bool:
+    """Whether the node refused a write because the index takes no more (a generation that the
+    alias has just left: a load blocks writes to it once it carried their properties over).
+
+    Examples
+    --------
+    >>> from elastic_transport import ApiResponseMeta, HttpHeaders
+    >>> from elasticsearch.exceptions import AuthorizationException
+    >>> meta = ApiResponseMeta(403, "1.1", HttpHeaders(), 0.0, None)
+    >>> write_blocked(AuthorizationException("no", meta, {"error": {"type": "cluster_block_exception"}}))
+    True
+    """
+    body = err.body if isinstance(err.body, dict) else {}
+    error = body.get("error")
+    return isinstance(error, dict) and error.get("type") == "cluster_block_exception"

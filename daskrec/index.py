@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dask.delayed import delayed
 from elasticsearch import Elasticsearch, helpers
-from elasticsearch.exceptions import ApiError, AuthorizationException, NotFoundError, TransportError
+from elasticsearch.exceptions import ApiError, AuthorizationException, ConflictError, NotFoundError, TransportError
 
 from .config import IndexConfig
 from .errors import IndexingError, InputError, ServiceError
@@ -392,6 +392,26 @@ def alias_actions(alias: str, new_index: str, current: Iterable[str]) -> dict[st
     return {"actions": actions}
 
 
+def late_properties(copied: Mapping[str, Any], replaced: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties of one item to write into the new generation after the alias moved: those
+    ``$set`` in the replaced generation while the new one loaded (``replaced`` differs from
+    ``copied``, what the load read at its start), unless set again in the new generation since
+    (``live`` no longer holds the copied value): the later ``$set`` wins.
+
+    Examples
+    --------
+    >>> late_properties({"genre": "jazz"}, {"genre": "rock", "year": 1999}, {"genre": "jazz"})
+    {'genre': 'rock', 'year': 1999}
+    >>> late_properties({"genre": "jazz"}, {"genre": "rock"}, {"genre": "blues"})
+    {}
+    """
+    return {
+        name: value
+        for name, value in replaced.items()
+        if value != copied.get(name) and live.get(name) == copied.get(name)
+    }
+
+
 def stale_generations(alias: str, indices: Iterable[str], keep: int, live: str) -> list[str]:
     """Generations of ``alias`` beyond the newest ``keep`` (never ``live``)."""
     generations = sorted((i for i in indices if i.startswith(f"{alias}-") and i[len(alias) + 1 :].isdigit()), reverse=True)
@@ -506,8 +526,9 @@ def write_index(
     fields = indicator_fields(metadata.schema.to_arrow_schema().names)
     _check_alias_name_is_free(client, config.alias)
     _delete_abandoned_loads(client, config.alias)
-    if properties is None:
-        properties = _live_properties(client, config.alias) or None
+    copied = _properties_in(client, config.alias) if properties is None else None
+    if copied is not None:
+        properties = copied or None
     client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias, config.layout, fields))
     new_index = generation_name(config.alias, dt.datetime.now(dt.timezone.utc))
     client.indices.create(index=new_index, settings=loading_settings(), mappings={"_meta": generation_meta(LOADING, config.layout)})
@@ -552,6 +573,8 @@ def write_index(
     except BaseException:
         _delete_quietly(client, new_index)
         raise
+    if copied is not None and current:
+        _carry_late_properties(client, current, new_index, copied)
     all_indices = client.indices.get(index=f"{config.alias}-*", expand_wildcards="open,closed").keys()
     deleted = stale_generations(config.alias, all_indices, config.keep, new_index)
     for index in deleted:
@@ -703,13 +726,62 @@ def _meta_of(client: Elasticsearch, index: str) -> dict[str, Any]:
     return meta
 
 
-def _live_properties(client: Elasticsearch, alias: str) -> dict[object, dict[str, Any]]:
-    """The properties of the items in the generation behind ``alias``, by item id (empty when
-    there is no alias or no properties)."""
-    if not client.indices.exists_alias(name=alias):
+def _properties_in(client: Elasticsearch, target: str) -> dict[object, dict[str, Any]]:
+    """The properties of the items in ``target`` (an alias or indices), by item id (empty when
+    it does not exist or holds no properties)."""
+    if not client.indices.exists(index=target):
         return {}
-    found = helpers.scan(client, index=alias, query={"query": {"exists": {"field": PROPERTIES}}}, _source=[ID_FIELD, PROPERTIES])
+    found = helpers.scan(client, index=target, query={"query": {"exists": {"field": PROPERTIES}}}, _source=[ID_FIELD, PROPERTIES])
     return {hit["_source"][ID_FIELD]: hit["_source"][PROPERTIES] for hit in found}
+
+
+def _carry_late_properties(
+    client: Elasticsearch, replaced: Sequence[str], new_index: str, copied: Mapping[object, dict[str, Any]]
+) -> None:
+    """After the alias moved to ``new_index``: write into it the properties ``$set`` in the
+    ``replaced`` generations while it loaded, since the load read them (``copied``).
+
+    The write block makes this complete: the node adds it once the writes in flight are done, and
+    refuses any later one, which the service sends again through the moved alias. A ``$set`` that
+    reached the new generation meanwhile wins (:func:`late_properties`), also against one racing
+    this (the write is conditional on the version read).
+    """
+    targets = ",".join(replaced)
+    try:
+        client.indices.add_block(index=targets, block="write")
+        client.indices.refresh(index=targets)
+        carried = 0
+        for item, properties in _properties_in(client, targets).items():
+            carried += _write_late_properties(client, new_index, str(item), copied.get(item, {}), properties)
+        if carried:
+            client.indices.refresh(index=new_index)
+    except (ApiError, TransportError) as err:
+        raise IndexingError(
+            f"{new_index} now serves, but the properties $set in {targets} during the load could not be carried over "
+            f"({type(err).__name__}: {err}); {targets} was kept: set them again through the service."
+        ) from None
+    if carried:
+        log.info("index: %d items' properties $set during the load carried into %s", carried, new_index)
+
+
+def _write_late_properties(
+    client: Elasticsearch, index: str, item: str, copied: Mapping[str, Any], replaced: Mapping[str, Any]
+) -> int:
+    """Write into ``item``'s document of ``index`` what :func:`late_properties` gives, unless the
+    document is gone or needs none; 1 when written. Read again when a concurrent write won."""
+    while True:
+        found = client.options(ignore_status=404).get(index=index, id=item, source_includes=[PROPERTIES])
+        if not found.get("found"):
+            return 0  # the item left the table
+        changes = late_properties(copied, replaced, found["_source"].get(PROPERTIES, {}))
+        if not changes:
+            return 0
+        try:
+            client.update(index=index, id=item, doc={PROPERTIES: changes},
+                          if_seq_no=found["_seq_no"], if_primary_term=found["_primary_term"])
+            return 1
+        except ConflictError:
+            continue  # a $set through the alias came in between: compare with it
 
 
 def read_item_properties(

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .config import Backfill, ServiceConfig
 from .errors import DaskrecError, InputError
-from .es import EsSettings, error_reason
+from .es import EsSettings, error_reason, write_blocked
 from .events import MAX_ID_CHARS, Event, events_index, events_mapping, history_searches, parse_event
 from .schema import PROPERTIES, indicator_field, scores_field
 from .serve import (
@@ -274,7 +274,7 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
             await state.store(events)
         for item, properties in updates:
             try:
-                await state.client.update(index=config.alias, id=item, doc={PROPERTIES: properties}, refresh="wait_for")
+                await state.set_properties(item, properties)
             except NotFoundError:
                 raise HTTPException(404, f"no item {item!r} in {config.alias!r}") from None
         return {"events": len(events), "property_updates": len(updates)}
@@ -461,6 +461,21 @@ class _State:
             return [], {}
         items = [[hit["_source"]["itemid"] for hit in answer.get("hits", {}).get("hits", [])] for answer in answers]
         return items[0], dict(zip(cross, items[1:]))
+
+    async def set_properties(self, item: str, properties: dict[str, Any]) -> None:
+        """Merge ``properties`` into the item's document behind the alias; return once searchable.
+
+        A write that reached a generation just as the alias left it is refused by the write
+        block the load puts there after carrying that generation's properties over; sent again,
+        it goes through the moved alias.
+        """
+        for attempt in range(2):
+            try:
+                await self.client.update(index=self.config.alias, id=item, doc={PROPERTIES: properties}, refresh="wait_for")
+                return
+            except ApiError as err:
+                if attempt or not write_blocked(err):
+                    raise
 
     async def store(self, events: Sequence[Event]) -> None:
         """Index ``events`` into the event store; return once durable and searchable."""

@@ -203,6 +203,13 @@ def test_least_privilege_users_over_https(tmp_path: Path, secured: dict[str, str
         assert list(admin.indices.get_alias(name=secured_alias)) == [live]
         assert list(admin.indices.get(index=f"{secured_alias}-*")) == [live]
 
+    # The writer reloads the build: the replaced generation is read for late $sets and closed to writes.
+    reloaded = write_index(str(tmp_path / "out"), as_user(secured, "WRITER"), IndexConfig(alias=secured_alias, replicas=0))
+    with connect_es(as_user(secured, "ADMIN")) as admin:
+        assert list(admin.indices.get_alias(name=secured_alias)) == [reloaded.index]
+        blocks = admin.indices.get_settings(index=live, name="index.blocks.write")
+        assert blocks[live]["settings"]["index"]["blocks"]["write"] == "true"
+
     # No secret anywhere: outputs, manifest, Dask's report.
     written = [(tmp_path / "out" / "manifest.json").read_text(), (tmp_path / "report.html").read_text()]
     for secret in secrets:

@@ -219,6 +219,34 @@ def test_an_alias_swap_is_followed_without_errors(
     assert answers[-1][2] == expected_now and all(items for _, _, items in answers)
 
 
+def test_properties_set_during_reloads_are_kept(
+    built: tuple[Path, pa.Table], indexed: tuple[str, pa.Table], es_settings: EsSettings
+) -> None:
+    alias = indexed[0]
+    acknowledged: list[int] = []
+    refused: list[str] = []
+    done = threading.Event()
+
+    def set_again_and_again() -> None:
+        with TestClient(create_app(es_settings, ServiceConfig(alias=alias))) as client:
+            while not done.is_set():
+                n = len(acknowledged) + len(refused)
+                answer = client.post("/events", json={"event": "$set", "itemid": 1, "properties": {"n": n}})
+                (acknowledged.append(n) if answer.status_code == 200 else refused.append(answer.text))
+
+    setting = threading.Thread(target=set_again_and_again)
+    setting.start()
+    try:
+        for _ in range(3):
+            write_index(str(built[0]), es_settings, IndexConfig(alias=alias, replicas=0))
+    finally:
+        done.set()
+        setting.join()
+    assert not refused and len(acknowledged) >= 3  # each waits for a refresh
+    with connect_es(es_settings) as node:
+        assert node.get(index=alias, id="1")["_source"]["properties"]["n"] == acknowledged[-1]
+
+
 ids = st.one_of(st.text(max_size=300), st.integers(-(2**70), 2**70).map(str), st.sampled_from(["1", "a b", "-x-", "✓" * 40, "x" * 10_000]))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=50),
