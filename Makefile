@@ -59,11 +59,12 @@ bench-startup: venv
 	$(BIN)/python bench/bench_startup.py --rounds 5 --json bench/results/startup.json
 
 ## bench-update: an update of the latest 1% and 10% of a 50M-event log against a full build of it, and
-## the least pair work an update that keeps every row's scores would redo (README, "Updates")
+## the least pair work an update that keeps every row's scores would redo, and the least time it would take (README, "Updates")
 bench-update: venv
 	$(BIN)/python bench/bench_update.py --events 50000000 --fractions 0.01,0.1 --json bench/results/update-50M.json
 	$(BIN)/python bench/update_reach.py --events 50000000 --fraction 0.01 --json bench/results/update-reach-50M-1pct.json
 	$(BIN)/python bench/update_reach.py --events 50000000 --fraction 0.1 --json bench/results/update-reach-50M-10pct.json
+	$(BIN)/python bench/update_floor.py --events 50000000 --fractions 0.01,0.1 --json bench/results/update-floor-50M.json
 
 ## bench-outofcore: a 100M-event build (3.5 GB) under a 1.1 GB worker memory limit vs unlimited (three
 ## rounds, alternating), and the scaling runs at 1M..100M events with their plot (generates the logs once, ~10 GB of disk)
