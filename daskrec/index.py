@@ -526,8 +526,10 @@ def write_index(
     fields = indicator_fields(metadata.schema.to_arrow_schema().names)
     _check_alias_name_is_free(client, config.alias)
     _delete_abandoned_loads(client, config.alias)
-    copied = _properties_in(client, config.alias) if properties is None else None
-    if copied is not None:
+    copied: dict[object, dict[str, Any]] | None = None
+    if properties is None:
+        copied_through = _settled_operations(client, config.alias)
+        copied = _properties_in(client, config.alias)
         properties = copied or None
     client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias, config.layout, fields))
     new_index = generation_name(config.alias, dt.datetime.now(dt.timezone.utc))
@@ -574,7 +576,7 @@ def write_index(
         _delete_quietly(client, new_index)
         raise
     if copied is not None and current:
-        _carry_late_properties(client, current, new_index, copied)
+        _carry_late_properties(client, current, new_index, copied, copied_through)
     all_indices = client.indices.get(index=f"{config.alias}-*", expand_wildcards="open,closed").keys()
     deleted = stale_generations(config.alias, all_indices, config.keep, new_index)
     for index in deleted:
@@ -726,20 +728,38 @@ def _meta_of(client: Elasticsearch, index: str) -> dict[str, Any]:
     return meta
 
 
-def _properties_in(client: Elasticsearch, target: str) -> dict[object, dict[str, Any]]:
-    """The properties of the items in ``target`` (an alias or indices), by item id (empty when
-    it does not exist or holds no properties)."""
+def _settled_operations(client: Elasticsearch, target: str) -> int:
+    """Refresh ``target`` (an alias or indices, each of one shard) and return the sequence number
+    up to which every write to it is now searchable (its primaries' local checkpoint; -1 when it
+    does not exist). A write after that has a higher number."""
+    if not client.indices.exists(index=target):
+        return -1
+    stats = client.indices.stats(index=target, level="shards")["indices"]
+    checkpoint = min(
+        int(copy["seq_no"]["local_checkpoint"])
+        for index in stats.values() for listed in index["shards"].values() for copy in listed if copy["routing"]["primary"]
+    )
+    client.indices.refresh(index=target)  # every write through the checkpoint was applied: now all are searchable
+    return checkpoint
+
+
+def _properties_in(client: Elasticsearch, target: str, after: int = -1) -> dict[object, dict[str, Any]]:
+    """The properties of the items in ``target`` (an alias or indices) whose documents were last
+    written after operation ``after`` (sequence number; -1: all), by item id (empty when it does
+    not exist or holds no properties)."""
     if not client.indices.exists(index=target):
         return {}
-    found = helpers.scan(client, index=target, query={"query": {"exists": {"field": PROPERTIES}}}, _source=[ID_FIELD, PROPERTIES])
+    query = {"bool": {"filter": [{"exists": {"field": PROPERTIES}}, {"range": {"_seq_no": {"gt": after}}}]}}
+    found = helpers.scan(client, index=target, query={"query": query}, _source=[ID_FIELD, PROPERTIES])
     return {hit["_source"][ID_FIELD]: hit["_source"][PROPERTIES] for hit in found}
 
 
 def _carry_late_properties(
-    client: Elasticsearch, replaced: Sequence[str], new_index: str, copied: Mapping[object, dict[str, Any]]
+    client: Elasticsearch, replaced: Sequence[str], new_index: str, copied: Mapping[object, dict[str, Any]], copied_through: int
 ) -> None:
     """After the alias moved to ``new_index``: write into it the properties ``$set`` in the
-    ``replaced`` generations while it loaded, since the load read them (``copied``).
+    ``replaced`` generations while it loaded, after the load read them (``copied``, every write
+    through operation ``copied_through``): only the documents written since are read again.
 
     The write block makes this complete: the node adds it once the writes in flight are done, and
     refuses any later one, which the service sends again through the moved alias. A ``$set`` that
@@ -751,7 +771,7 @@ def _carry_late_properties(
         client.indices.add_block(index=targets, block="write")
         client.indices.refresh(index=targets)
         carried = 0
-        for item, properties in _properties_in(client, targets).items():
+        for item, properties in _properties_in(client, targets, copied_through).items():
             carried += _write_late_properties(client, new_index, str(item), copied.get(item, {}), properties)
         if carried:
             client.indices.refresh(index=new_index)

@@ -260,13 +260,14 @@ def test_reindex_while_querying(tmp_path: Path, es_settings: EsSettings, alias: 
 def test_properties_set_during_a_load_are_carried_over(
     tmp_path: Path, es_settings: EsSettings, alias: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    table = pa.table({"item": pa.array([1, 2, 3], pa.int64()), "indicators": [[2], [1], []], "scores": [[6.0], [6.0], []],
-                      "popularity": pa.array([2, 2, 1], pa.int64())})
+    table = pa.table({"item": pa.array([1, 2, 3, 4], pa.int64()), "indicators": [[2], [1], [], []], "scores": [[6.0], [6.0], [], []],
+                      "popularity": pa.array([2, 2, 1, 1], pa.int64())})
     write_output(str(tmp_path / "out"), table, {"test": True})
     config = IndexConfig(alias=alias, replicas=0)
     first = write_index(str(tmp_path / "out"), es_settings, config).index
     with connect_es(es_settings) as client:
         client.update(index=alias, id="1", doc={"properties": {"genre": "jazz", "year": 1990}}, refresh="wait_for")
+        client.update(index=alias, id="4", doc={"properties": {"genre": "folk"}}, refresh="wait_for")
         moving = index_module.alias_actions
         reading = index_module._properties_in
 
@@ -276,17 +277,20 @@ def test_properties_set_during_a_load_are_carried_over(
                 client.update(index=alias, id=item, doc={"properties": properties}, refresh="wait_for")
             return moving(name, new_index, current)
 
-        def set_after_the_swap(node: Elasticsearch, target: str) -> dict[object, dict[str, object]]:
+        def set_after_the_swap(node: Elasticsearch, target: str, after: int = -1) -> dict[object, dict[str, object]]:
             """A $set through the moved alias before the old generation is read: it is the later one."""
             if target != alias:
                 client.update(index=alias, id="3", doc={"properties": {"genre": "disco"}}, refresh="wait_for")
-            return reading(node, target)
+            found = reading(node, target, after)
+            if target != alias:
+                assert sorted(found) == [1, 2, 3]  # only the documents written since the copy are read again
+            return found
 
         monkeypatch.setattr(index_module, "alias_actions", set_while_loading)
         monkeypatch.setattr(index_module, "_properties_in", set_after_the_swap)
         second = write_index(str(tmp_path / "out"), es_settings, config).index
         held = {hit["_id"]: hit["_source"]["properties"] for hit in helpers.scan(client, index=alias) if "properties" in hit["_source"]}
-        assert held == {"1": {"genre": "rock", "year": 1990}, "2": {"genre": "soul"}, "3": {"genre": "disco"}}
+        assert held == {"1": {"genre": "rock", "year": 1990}, "2": {"genre": "soul"}, "3": {"genre": "disco"}, "4": {"genre": "folk"}}
         assert list(client.indices.get_alias(name=alias)) == [second]
         with pytest.raises(Exception, match="cluster_block_exception"):  # the replaced generation takes no more writes
             client.update(index=first, id="1", doc={"properties": {"genre": "pop"}})
