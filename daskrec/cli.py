@@ -36,7 +36,7 @@ from .config import (
     ServiceConfig,
     Split,
 )
-from .errors import DaskrecError
+from .errors import DaskrecError, InputError
 from .es import NO_VERIFY_WARNING, EsSettings
 from .schema import indicator_field
 
@@ -367,6 +367,48 @@ def _say_indexed(indexed: IndexReport, alias: str) -> None:
         click.echo(f"{indexed.documents} documents in {indexed.index}, now behind alias {alias!r}", err=True)
 
 
+def _export_new_events(es: EsSettings, alias: str, out_dir: str, after: int | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The events the service stored since the build in ``out_dir`` last read its event store,
+    written to ``out_dir/events-store/`` (no file when there are none), and the store's position
+    to record with the update."""
+    from .es import connect_es
+    from .events import events_index, export_events
+    from .output import complete_pending, read_manifest
+
+    complete_pending(out_dir)  # an update committed but not renamed: its manifest holds the position
+    read = read_manifest(out_dir).get("events_store")
+    index = events_index(alias)
+    start = after if read is None else int(read["through"])
+    if start is None:
+        raise click.UsageError(
+            f"{out_dir} does not record which events of the store {index!r} it holds (it was built from files): "
+            "give --after with the `through` that export-events printed for them, or --after -1 if it holds none."
+        )
+    if read is not None and after is not None and after != read["through"]:
+        raise click.UsageError(f"{out_dir} holds the events of {read['index']!r} through operation {read['through']}, not {after}.")
+    import fsspec
+
+    fs, folder = fsspec.core.url_to_fs(f"{out_dir.rstrip('/')}/events-store")
+    fs.makedirs(folder, exist_ok=True)
+    path = f"{out_dir.rstrip('/')}/events-store/after-{start}.csv"  # a failed attempt's file is written again, larger
+    with connect_es(es) as client:
+        exported = export_events(client, alias, path, start)
+    if read is not None and (read["index"], read["uuid"]) != (index, exported.store):
+        fs.rm(f"{folder}/after-{start}.csv")
+        raise InputError(
+            f"the event store {index!r} is not the one this build read through operation {read['through']} "
+            f"({read['index']!r}, uuid {read['uuid']}): it was created again; build over all events once.",
+            path=out_dir,
+        )
+    position = {"index": index, "uuid": exported.store, "through": exported.through}
+    if not exported.events:
+        fs.rm(f"{folder}/after-{start}.csv")
+        click.echo(f"no events stored in {index!r} since operation {start}: the build is up to date", err=True)
+        return (), position
+    click.echo(f"{exported.events} events stored in {index!r} after operation {start} -> {path}", err=True)
+    return (path,), position
+
+
 def _echo_summary(counts: dict[str, int], timings: dict[str, float], out_dir: str) -> None:
     """One line on what a build (or update) made."""
     changed = f"{counts['users_changed']} users changed; " if "users_changed" in counts else ""
@@ -378,8 +420,13 @@ def _echo_summary(counts: dict[str, int], timings: dict[str, float], out_dir: st
 
 
 @cli.command()
-@click.argument("events", nargs=-1, required=True)
+@click.argument("events", nargs=-1)
 @click.option("--build", "out_dir", required=True, help="Folder of the build to bring up to date (from `daskrec build --out`).")
+@click.option("--from-store", is_flag=True, help="Take the new events from the service's event store at --es-url: "
+              "those stored since the build last read it (recorded in its manifest).")
+@click.option("--after", type=click.IntRange(min=-1), default=None,
+              help="With --from-store, for a build that records no read of the store: the `through` that "
+              "export-events printed for the events it was built with (-1: it holds none of them).")
 @click.option("--on-bad-rows", type=_choice(OnBadRows), default=None, help=_doc(IngestConfig, "on_bad_rows") + " [default: as built]")
 @cluster_options
 @es_options(optional=True)
@@ -391,6 +438,8 @@ def update(
     ctx: click.Context,
     events: tuple[str, ...],
     out_dir: str,
+    from_store: bool,
+    after: int | None,
     on_bad_rows: OnBadRows | None,
     run: ClusterRun,
     es: EsSettings | None,
@@ -400,17 +449,27 @@ def update(
     in_place_max: float,
 ) -> None:
     """Bring the build in --build up to date with the new EVENTS (CSV/Parquet paths, globs or
-    URLs), exactly as a full build over all its events would be; with --es-url, send the changed
+    URLs), or with --from-store the events the service stored since the build last read them,
+    exactly as a full build over all its events would be; with --es-url, send the changed
     documents into the live generation, or load a new one when many changed."""
     from .ingest import expand_inputs
     from .pipeline import state_bytes, update_build
 
-    files = expand_inputs(events)  # fail on a bad path or header before starting any cluster
+    if from_store == bool(events):
+        raise click.UsageError("give the new EVENTS files, or --from-store (not both).")
+    if after is not None and not from_store:
+        raise click.UsageError("--after goes with --from-store.")
     if es is not None:
         _check_loading(es, alias)
+    store: dict[str, Any] | None = None
+    if from_store:
+        if es is None:
+            raise click.UsageError("--from-store reads the service's event store: give --es-url (and --index).")
+        events, store = _export_new_events(es, alias, out_dir, after)
+    files = expand_inputs(events) if events else []  # fail on a bad path or header before starting any cluster
     # An update computes the indicators of every kept row again: size the run by those too.
     with run.session(ctx.obj["debug"], input_bytes=state_bytes(out_dir) + sum(file.size for file in files)):
-        updated = update_build(events, out_dir, on_bad_rows=on_bad_rows, show_progress=run.progress)
+        updated = update_build(events, out_dir, on_bad_rows=on_bad_rows, events_store=store, show_progress=run.progress) if events else None
         if es is not None:
             from .es import connect_es
             from .index import live_layout, update_index
@@ -420,7 +479,8 @@ def update(
                     layout = live_layout(client, alias) or _INDEX.layout
             config = IndexConfig(alias=alias, keep=keep, layout=layout, in_place_max=in_place_max)
             _say_indexed(update_index(out_dir, es, config, show_progress=run.progress), alias)
-    _echo_summary(updated.counts, updated.timings, out_dir)
+    if updated is not None:
+        _echo_summary(updated.counts, updated.timings, out_dir)
 
 
 @cli.command()
@@ -708,15 +768,18 @@ def service_app() -> Any:
 
 @cli.command("export-events")
 @click.argument("out")
+@click.option("--after", type=click.IntRange(min=-1), default=-1, show_default=True,
+              help="Only the events stored after this operation: the `through` a previous export printed (-1: all).")
 @es_options()
-def export_events_command(out: str, es: EsSettings, alias: str) -> None:
-    """Write the events the service received to OUT (CSV, the events-log layout), for the next build."""
+def export_events_command(out: str, after: int, es: EsSettings, alias: str) -> None:
+    """Write the events the service received to OUT (CSV, the events-log layout, local or an
+    fsspec URL), for the next build or update; prints the operation it reached, for --after."""
     from .es import connect_es
     from .events import export_events
 
     with connect_es(es) as client:
-        written = export_events(client, alias, out)
-    click.echo(f"{written} events -> {out}")
+        exported = export_events(client, alias, out, after)
+    click.echo(f"{exported.events} events -> {out} (the store's operations through {exported.through}; next time --after {exported.through})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the client is imported where a connection is made, not with
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EsSettings", "connect_es", "error_reason", "write_blocked", "NO_VERIFY_WARNING"]
+__all__ = ["EsSettings", "connect_es", "error_reason", "settled_operations", "write_blocked", "NO_VERIFY_WARNING"]
 
 NO_VERIFY_WARNING = (
     "TLS certificate verification is off (--es-no-verify-certs): the connection is encrypted, but "
@@ -233,3 +233,19 @@ def write_blocked(err: ApiError) -> bool:
     body = err.body if isinstance(err.body, dict) else {}
     error = body.get("error")
     return isinstance(error, dict) and error.get("type") == "cluster_block_exception"
+
+
+def settled_operations(client: Elasticsearch, target: str) -> int:
+    """Refresh ``target`` (an alias or indices) and return a sequence number up to which every
+    write to each of its shards is now searchable (the least of its primaries' local
+    checkpoints; -1 when it does not exist). A later write has a higher number on its shard, so
+    ``_seq_no > settled`` finds every document written since (and maybe a few before)."""
+    if not client.indices.exists(index=target):
+        return -1
+    stats = client.indices.stats(index=target, level="shards")["indices"]
+    checkpoint = min(
+        int(copy["seq_no"]["local_checkpoint"])
+        for index in stats.values() for listed in index["shards"].values() for copy in listed if copy["routing"]["primary"]
+    )
+    client.indices.refresh(index=target)  # every write through the checkpoint was applied: now all are searchable
+    return checkpoint

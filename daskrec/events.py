@@ -22,6 +22,7 @@ from typing import Any
 from elasticsearch import Elasticsearch, helpers
 
 from .errors import InputError
+from .es import settled_operations
 
 __all__ = [
     "LOG_COLUMNS",
@@ -31,6 +32,7 @@ __all__ = [
     "history_searches",
     "parse_event",
     "export_events",
+    "Exported",
 ]
 
 LOG_COLUMNS = ("timestamp", "visitorid", "event", "itemid", "transactionid")
@@ -152,29 +154,54 @@ def history_searches(
     return [search(primary), *(search([name]) for name in cross)]
 
 
-def export_events(client: Elasticsearch, alias: str, path: str) -> int:
-    """Write every stored event to ``path`` as an events log (CSV, received order), for ``daskrec
-    build``; the number of events written.
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_events` wrote."""
+
+    events: int
+    """Events written."""
+    through: int
+    """The store's operations up to this sequence number are exported: give it as ``after`` next
+    time to export only the events stored since (-1: the store was empty)."""
+    store: str
+    """The store's index UUID: sequence numbers count on within one index only."""
+
+
+def export_events(client: Elasticsearch, alias: str, path: str, after: int = -1) -> Exported:
+    """Write the stored events to ``path`` as an events log (CSV, received order), for ``daskrec
+    build`` or ``daskrec update``: those stored after operation ``after`` (a previous export's
+    ``through``; -1: every event) and through the last one the store has settled.
 
     Raises
     ------
     InputError
-        There is no event store for ``alias``.
+        There is no event store for ``alias``, or it has not reached operation ``after`` (it
+        was created again since).
     """
     index = events_index(alias)
     if not client.indices.exists(index=index):
         raise InputError(f"there is no event store {index!r}; post events to the service first.")
+    through = settled_operations(client, index)
+    if through < after:
+        raise InputError(
+            f"the event store {index!r} holds operations through {through} only, not through {after}: "
+            "it was emptied or created again since; export it whole (after -1) and build over all events once."
+        )
+    stored = {"range": {"_seq_no": {"gt": after, "lte": through}}}
+    import fsspec  # here: the service never exports
+
     written = 0
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with fsspec.open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(LOG_COLUMNS)
-        for source in _in_received_order(client, index):
+        for source in _in_received_order(client, index, stored):
             writer.writerow([source.get(name) if source.get(name) is not None else "" for name in LOG_COLUMNS])
             written += 1
-    return written
+    uuid = client.indices.get_settings(index=index, name="index.uuid")[index]["settings"]["index"]["uuid"]
+    return Exported(events=written, through=through, store=str(uuid))
 
 
-def _in_received_order(client: Elasticsearch, index: str) -> Iterator[dict[str, Any]]:
-    for hit in helpers.scan(client, index=index, query={"sort": [{"sequence": "asc"}]}, preserve_order=True):
+def _in_received_order(client: Elasticsearch, index: str, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for hit in helpers.scan(client, index=index, query={"query": query, "sort": [{"sequence": "asc"}]}, preserve_order=True):
         source: dict[str, Any] = hit["_source"]
         yield source

@@ -37,7 +37,7 @@ from elasticsearch.exceptions import ApiError, AuthorizationException, ConflictE
 
 from .config import IndexConfig
 from .errors import IndexingError, InputError, ServiceError
-from .es import EsSettings, connect_es, error_reason
+from .es import EsSettings, connect_es, error_reason, settled_operations
 from .output import PREVIOUS_FILE, indicators_url, read_manifest, read_slice
 from .scheduling import materialise
 from .schema import (
@@ -528,7 +528,7 @@ def write_index(
     _delete_abandoned_loads(client, config.alias)
     copied: dict[object, dict[str, Any]] | None = None
     if properties is None:
-        copied_through = _settled_operations(client, config.alias)
+        copied_through = settled_operations(client, config.alias)
         copied = _properties_in(client, config.alias)
         properties = copied or None
     client.indices.put_index_template(name=f"{config.alias}-template", **index_template(config.alias, config.layout, fields))
@@ -726,21 +726,6 @@ def _meta_of(client: Elasticsearch, index: str) -> dict[str, Any]:
     mappings = client.indices.get_mapping(index=index)
     meta: dict[str, Any] = next(iter(mappings.values()))["mappings"].get("_meta", {})
     return meta
-
-
-def _settled_operations(client: Elasticsearch, target: str) -> int:
-    """Refresh ``target`` (an alias or indices, each of one shard) and return the sequence number
-    up to which every write to it is now searchable (its primaries' local checkpoint; -1 when it
-    does not exist). A write after that has a higher number."""
-    if not client.indices.exists(index=target):
-        return -1
-    stats = client.indices.stats(index=target, level="shards")["indices"]
-    checkpoint = min(
-        int(copy["seq_no"]["local_checkpoint"])
-        for index in stats.values() for listed in index["shards"].values() for copy in listed if copy["routing"]["primary"]
-    )
-    client.indices.refresh(index=target)  # every write through the checkpoint was applied: now all are searchable
-    return checkpoint
 
 
 def _properties_in(client: Elasticsearch, target: str, after: int = -1) -> dict[object, dict[str, Any]]:

@@ -31,7 +31,7 @@ import posixpath
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -294,7 +294,12 @@ def _commit(
 
 
 def update_build(
-    inputs: Sequence[str], out_dir: str, *, on_bad_rows: OnBadRows | None = None, show_progress: bool = False
+    inputs: Sequence[str],
+    out_dir: str,
+    *,
+    on_bad_rows: OnBadRows | None = None,
+    events_store: Mapping[str, Any] | None = None,
+    show_progress: bool = False,
 ) -> BuildReport:
     """Bring the build in ``out_dir`` up to date with the new events ``inputs``: the table and
     manifest written are those a full :func:`write_build` over the build's inputs followed by
@@ -318,6 +323,11 @@ def update_build(
         A folder written by :func:`write_build` (or an update).
     on_bad_rows
         How malformed new rows are handled (default: as the build did).
+    events_store
+        Where ``inputs`` were exported from the service's event store (``index``, ``uuid``,
+        ``through``: see :func:`daskrec.events.export_events`): kept in the manifest as
+        ``events_store``, committed with the update, so that the next export starts after it.
+        Later updates without it keep the last one.
     show_progress
         Show progress bars.
 
@@ -367,6 +377,8 @@ def update_build(
             written = build_manifest([*manifest["inputs"], *inputs], config, report)
             written["options"] = manifest["options"]  # the build's; this batch's on_bad_rows is below
             written["previous_table_id"] = manifest.get("table_id")  # the table kept as PREVIOUS_FILE
+            if (store := events_store or manifest.get("events_store")) is not None:
+                written["events_store"] = dict(store)
             done = {
                 "inputs": list(inputs),
                 "fingerprint": fingerprint,

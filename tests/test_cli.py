@@ -155,6 +155,19 @@ def test_a_folder_without_a_build_is_a_daskrec_error(
         assert "holds no complete build" in capsys.readouterr().err
 
 
+def test_update_takes_files_or_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASKREC_ES_URL", raising=False)
+    build = ["update", "--build", str(tmp_path)]
+    for argv, says in (
+        (build, "give the new EVENTS files, or --from-store"),
+        ([*build, "x.csv", "--from-store"], "(not both)"),
+        ([*build, "x.csv", "--after", "3"], "--after goes with --from-store"),
+        ([*build, "--from-store"], "give --es-url"),
+    ):
+        assert main(argv) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_an_unknown_field_boost_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     events = CORPUS_DIR / "good.csv.bz2"
     argv = ["evaluate", str(events), "--event", "all", "--no-es", "--no-baselines", "--field-boost", "view=0.5", "--no-progress"]

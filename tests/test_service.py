@@ -178,7 +178,7 @@ def test_events_posted_reach_the_next_build(tmp_path: Path, es_settings: EsSetti
                       for u in range(40) for item in (first, second)]
             assert client.post("/events", json=events).status_code == 200
         with connect_es(es_settings) as node:
-            assert export_events(node, alias, str(tmp_path / "live.csv")) == 80
+            assert export_events(node, alias, str(tmp_path / "live.csv")).events == 80
         after = build_indicators([str(base), str(tmp_path / "live.csv")]).table.to_pandas().set_index("item")
         assert second not in list(table.loc[first, "indicators"])
         assert second in list(after.loc[first, "indicators"])

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import EVERY_TYPE, build_into, real_dataset
 from elasticsearch import Elasticsearch, helpers
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,11 +28,14 @@ from daskrec import BuildConfig, IndexConfig, IndicatorConfig, IngestConfig, Inp
 from daskrec import index as index_module
 from daskrec import output as output_module
 from daskrec import pipeline
+from daskrec.config import ServiceConfig
 from daskrec.es import EsSettings
+from daskrec.events import events_index
 from daskrec.index import indicator_documents, live_layout, update_index, write_index
 from daskrec.output import PREVIOUS_FILE, write_output
 from daskrec.pipeline import update_build, write_build
 from daskrec.schema import UPDATING, Layout, state_of, table_of
+from daskrec.service import create_app
 from daskrec.synth import SynthConfig
 
 CONFIGS = {
@@ -234,6 +238,56 @@ def test_command_line_update_reindexes(tmp_path: Path, log_rows: pd.DataFrame, e
         assert updated.returncode == 0, updated.stderr
         assert "changed documents sent into" in updated.stderr and list(client.indices.get_alias(name=alias)) == live
         assert_index_holds(client, alias, pq.read_table(tmp_path / "out" / "indicators.parquet"), {str(first["item"]): {"genre": "jazz"}}, "keyword")
+
+
+def posted(rows: pd.DataFrame) -> list[dict[str, object]]:
+    """``rows`` as the service's events (ids and times as integers, a transaction id where there is one)."""
+    events = rows.astype({"timestamp": "int64", "visitorid": "int64", "itemid": "int64"}).to_dict("records")
+    return [{k: int(v) if k == "transactionid" else v for k, v in event.items() if not (k == "transactionid" and pd.isna(v))}
+            for event in events]
+
+
+@pytest.mark.integration
+def test_updates_from_the_event_store_read_each_event_once(
+    tmp_path: Path, log_rows: pd.DataFrame, es_settings: EsSettings, alias: str
+) -> None:
+    batches = write_batches(log_rows, [9_000, 11_900], tmp_path)
+    out = str(tmp_path / "out")
+
+    def daskrec(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "daskrec", *args, "--build", out, "--es-url", es_settings.url, "--index", alias,
+                               "--no-progress"], capture_output=True, text=True, timeout=300)
+
+    def post(rows: pd.DataFrame) -> None:
+        with TestClient(create_app(es_settings, ServiceConfig(alias=alias))) as service:
+            for start in range(0, len(rows), 1000):
+                assert service.post("/events", json=posted(rows.iloc[start : start + 1000])).status_code == 200
+
+    write_build(batches[:1], out, EVERY_TYPE)
+    write_index(out, es_settings, IndexConfig(alias=alias, replicas=0))
+    post(log_rows.iloc[9_000:11_900])
+    unknown = daskrec("update", "--from-store")
+    assert unknown.returncode == 2 and "does not record which events" in unknown.stderr
+    first = daskrec("update", "--from-store", "--after", "-1")
+    assert first.returncode == 0, first.stderr
+    assert "2900 events stored" in first.stderr
+    write_build(batches[:2], str(tmp_path / "full"), EVERY_TYPE)
+    assert_same_indicators(pq.read_table(tmp_path / "out" / "indicators.parquet"), pq.read_table(tmp_path / "full" / "indicators.parquet"))
+
+    again = daskrec("update", "--from-store")  # nothing new: nothing read twice
+    assert again.returncode == 0 and "the build is up to date" in again.stderr, again.stderr
+    post(log_rows.iloc[11_900:])
+    second = daskrec("update", "--from-store")
+    assert second.returncode == 0 and "100 events stored" in second.stderr, second.stderr
+    write_build(batches, str(tmp_path / "full"), EVERY_TYPE)
+    table = pq.read_table(tmp_path / "out" / "indicators.parquet")
+    assert_same_indicators(table, pq.read_table(tmp_path / "full" / "indicators.parquet"))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [u["counts"]["events_read"] for u in manifest["updates"]] == [2_900, 100]
+    assert manifest["events_store"]["index"] == events_index(alias)
+    with Elasticsearch(**es_settings.client_options()) as client:
+        client.indices.refresh(index=alias)
+        assert client.count(index=alias)["count"] == table.num_rows  # the index follows the build
 
 
 def assert_index_holds(
