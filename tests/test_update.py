@@ -268,6 +268,14 @@ def test_updates_from_the_event_store_read_each_event_once(
     post(log_rows.iloc[9_000:11_900])
     unknown = daskrec("update", "--from-store")
     assert unknown.returncode == 2 and "does not record which events" in unknown.stderr
+    killed = subprocess.Popen([sys.executable, "-m", "daskrec", "update", "--from-store", "--after", "-1", "--build", out, "--es-url",
+                               es_settings.url, "--index", alias, "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    while not (tmp_path / "out" / "events-store" / "after--1.csv").exists():  # killed once it has read the store
+        assert killed.poll() is None
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
     first = daskrec("update", "--from-store", "--after", "-1")
     assert first.returncode == 0, first.stderr
     assert "2900 events stored" in first.stderr
