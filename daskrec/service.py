@@ -194,6 +194,11 @@ def create_app(settings: EsSettings, config: ServiceConfig = ServiceConfig()) ->
         if err.meta.status == 400:  # the request's values made a query the node cannot run
             return _Json({"error": f"the query cannot be run: {error_reason(err)}"}, status_code=400)
         state.node_errors.labels(kind=type(err).__name__).inc()
+        if err.meta.status == 403:  # the reason names the user and its roles: for the log, not for clients
+            log.warning("service: Elasticsearch refused this service's user (%s); grant it the daskrec_service role "
+                        "(README, 'Secured Elasticsearch')", error_reason(err))
+            return _Json({"error": "Elasticsearch refused this service's user (403); its log says which privilege is missing"},
+                         status_code=502)
         log.warning("service: the node answered %s", err.meta.status)
         return _Json({"error": f"Elasticsearch answered {err.meta.status}"}, status_code=502)
 

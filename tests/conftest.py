@@ -149,7 +149,7 @@ ES_SCRIPT = Path(__file__).resolve().parents[1] / "cluster" / "elasticsearch" / 
 @pytest.fixture(scope="session")
 def secured() -> dict[str, str]:
     """The secured node of ``es.sh secure-up``: its URL, CA file, a CA that signed nothing here,
-    and the users (``ES_SECURE_{ADMIN,WRITER,READER}_{USER,PASSWORD}``)."""
+    and the users (``ES_SECURE_{ADMIN,WRITER,READER,SERVICE}_{USER,PASSWORD}``)."""
     import subprocess
 
     found = subprocess.run([str(ES_SCRIPT), "secure-env"], capture_output=True, text=True)

@@ -20,10 +20,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import real_dataset
 from elasticsearch import Elasticsearch, helpers
+from fastapi.testclient import TestClient
 
 from daskrec import ConfigError, IndexConfig, IndexingError, ServiceError, write_index, write_output
+from daskrec.config import ServiceConfig
 from daskrec.es import EsSettings, connect_es
+from daskrec.events import events_index
 from daskrec.ranking import Scorer
+from daskrec.service import create_app
 
 
 def test_settings_validate_and_hide_secrets() -> None:
@@ -121,10 +125,13 @@ def daskrec(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
 @pytest.fixture
 def secured_alias(secured: dict[str, str]) -> Iterator[str]:
     """``items2`` on the secured node, removed afterwards (by the admin)."""
+    with Elasticsearch(**as_user(secured, "ADMIN").client_options()) as client:
+        client.options(ignore_status=404).indices.delete(index=events_index(SECURED_ALIAS))  # left by a run that died
     yield SECURED_ALIAS
     with Elasticsearch(**as_user(secured, "ADMIN").client_options()) as client:
         for index in client.indices.get(index=f"{SECURED_ALIAS}-*", allow_no_indices=True):
             client.indices.delete(index=index)
+        client.options(ignore_status=404).indices.delete(index=events_index(SECURED_ALIAS))
         client.options(ignore_status=404).indices.delete_index_template(name=f"{SECURED_ALIAS}-template")
 
 
@@ -133,7 +140,7 @@ def test_least_privilege_users_over_https(tmp_path: Path, secured: dict[str, str
     events = str(real_dataset("ml-latest-small"))
     https = ["--es-url", secured["ES_SECURE_URL"], "--es-ca-certs", secured["ES_SECURE_CA"]]
     writer, reader = user_environment(secured, "WRITER"), user_environment(secured, "READER")
-    secrets = [secured[f"ES_SECURE_{role}_PASSWORD"] for role in ("WRITER", "READER", "ADMIN")]
+    secrets = [secured[f"ES_SECURE_{role}_PASSWORD"] for role in ("WRITER", "READER", "SERVICE", "ADMIN")]
     outputs: list[str] = []
 
     # The writer builds and indexes over HTTPS; the alias moves to a generation equal to the build.
@@ -209,6 +216,26 @@ def test_least_privilege_users_over_https(tmp_path: Path, secured: dict[str, str
         assert list(admin.indices.get_alias(name=secured_alias)) == [reloaded.index]
         blocks = admin.indices.get_settings(index=live, name="index.blocks.write")
         assert blocks[live]["settings"]["index"]["blocks"]["write"] == "true"
+
+    # The service takes events as the service user; run as the reader it is refused, and says so.
+    events_in = [{"visitorid": 990_001, "event": "transaction", "itemid": i, "timestamp": 2_000_000_000_000} for i in history]
+    with TestClient(create_app(as_user(secured, "READER"), ServiceConfig(alias=secured_alias))) as service:
+        refused_event = service.post("/events", json=events_in)
+        assert refused_event.status_code == 502 and "refused this service's user (403)" in refused_event.text
+    with TestClient(create_app(as_user(secured, "SERVICE"), ServiceConfig(alias=secured_alias))) as service:
+        assert service.post("/events", json=events_in).status_code == 200
+        assert service.post("/events", json={"event": "$set", "itemid": history[0], "properties": {"genre": "noir"}}).status_code == 200
+        mine = service.get("/users/990001/recommendations", params={"k": 5})
+        assert mine.status_code == 200 and mine.json()["history"] == [str(i) for i in reversed(history)]
+
+    # The writer brings the build up to date with what the service stored.
+    from_store = daskrec("update", "--from-store", "--after", "-1", "--build", "out", *https, "--index", secured_alias, "--no-progress",
+                         "--dashboard-address", ":0", cwd=tmp_path, env=writer)
+    outputs += [from_store.stdout, from_store.stderr]
+    assert from_store.returncode == 0, from_store.stderr
+    assert f"{len(history)} events stored" in from_store.stderr
+    with connect_es(as_user(secured, "ADMIN")) as admin:
+        assert admin.get(index=secured_alias, id=str(history[0]))["_source"]["properties"] == {"genre": "noir"}
 
     # No secret anywhere: outputs, manifest, Dask's report.
     written = [(tmp_path / "out" / "manifest.json").read_text(), (tmp_path / "report.html").read_text()]

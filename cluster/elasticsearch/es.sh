@@ -111,18 +111,20 @@ prepare_secure() {
     "${tool_env[@]}" "$dist/bin/elasticsearch-certutil" ca --pem --silent --out "$secure/other.zip" >/dev/null
     mkdir -p "$secure/other" && (cd "$secure/other" && python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall('.')" "$secure/other.zip")
     rm -f "$secure/ca.zip" "$secure/node.zip" "$secure/other.zip"
-    cp "$here/roles.yml" "$conf/roles.yml"
     : > "$conf/users" && : > "$conf/users_roles"
-    local credentials="$secure/credentials.env"
-    : > "$credentials" && chmod 600 "$credentials"
-    for pair in admin:superuser writer:daskrec_writer reader:daskrec_reader; do
-      local name=${pair%%:*} role=${pair#*:} password
-      password=$(python3 -c "import secrets; print(secrets.token_urlsafe(18))")
-      "${tool_env[@]}" "$dist/bin/elasticsearch-users" useradd "daskrec_$name" -p "$password" -r "$role" >/dev/null
-      upper=$(echo "$name" | tr '[:lower:]' '[:upper:]')
-      printf 'ES_SECURE_%s_USER=daskrec_%s\nES_SECURE_%s_PASSWORD=%s\n' "$upper" "$name" "$upper" "$password" >> "$credentials"
-    done
+    : > "$secure/credentials.env" && chmod 600 "$secure/credentials.env"
   fi
+  # Roles and users on every start, so that a node prepared by an older checkout gets new ones.
+  cp "$here/roles.yml" "$conf/roles.yml"
+  local credentials="$secure/credentials.env"
+  for pair in admin:superuser writer:daskrec_writer reader:daskrec_reader service:daskrec_service; do
+    local name=${pair%%:*} role=${pair#*:} password upper
+    upper=$(echo "$name" | tr '[:lower:]' '[:upper:]')
+    grep -q "^ES_SECURE_${upper}_USER=" "$credentials" && continue
+    password=$(python3 -c "import secrets; print(secrets.token_urlsafe(18))")
+    env ES_JAVA_HOME="$java_home" ES_PATH_CONF="$conf" "$dist/bin/elasticsearch-users" useradd "daskrec_$name" -p "$password" -r "$role" >/dev/null
+    printf 'ES_SECURE_%s_USER=daskrec_%s\nES_SECURE_%s_PASSWORD=%s\n' "$upper" "$name" "$upper" "$password" >> "$credentials"
+  done
 }
 
 stop() {
