@@ -371,6 +371,8 @@ def _export_new_events(es: EsSettings, alias: str, out_dir: str, after: int | No
     """The events the service stored since the build in ``out_dir`` last read its event store,
     written to ``out_dir/events-store/`` (no file when there are none), and the store's position
     to record with the update."""
+    import fsspec
+
     from .es import connect_es
     from .events import events_index, export_events
     from .output import complete_pending, read_manifest
@@ -386,8 +388,6 @@ def _export_new_events(es: EsSettings, alias: str, out_dir: str, after: int | No
         )
     if read is not None and after is not None and after != read["through"]:
         raise click.UsageError(f"{out_dir} holds the events of {read['index']!r} through operation {read['through']}, not {after}.")
-    import fsspec
-
     fs, folder = fsspec.core.url_to_fs(f"{out_dir.rstrip('/')}/events-store")
     fs.makedirs(folder, exist_ok=True)
     path = f"{out_dir.rstrip('/')}/events-store/after-{start}.csv"  # a failed attempt's file is written again, larger
