@@ -14,9 +14,10 @@ such an update cannot skip is timed here, each part as the least it could be:
 * ``new_events_s``: the update's file read by pyarrow's CSV reader (no checks, no cut), the
   faster of two reads (so from the page cache), as the table reads and writes below;
 * ``old_table_s``: the build's ``indicators.parquet`` read (the old lists to compare with);
-* ``rescore_s``: ``rescored_share`` of the full build's co-occurrence nonzeros scored with
-  daskrec's root LLR from per-item xLogX (as the pair kernel scores) and offered to per-row top-k
-  heaps (the kernel's own), on every core, counts and margins already in memory;
+* ``rescore_s``: ``rescored_share`` of the full build's co-occurrence nonzeros scored as the
+  pair kernel scores them (the sign test first, xLogX read from its tables, each item's entropy
+  once) and offered to per-row top-k heaps (the kernel's own), on every core, counts and margins
+  already in memory (generated: geometric counts, long-tailed margins);
 * ``write_s``: the table written uncompressed (the fastest valid ``indicators.parquet``; nearly
   every score changes, so the whole table is written).
 
@@ -54,8 +55,8 @@ from bench_startup import FLOOR
 from bench_update import split_log
 from measure import HERE, events_file, report, run_measured
 
-from daskrec.indicators import _drain, _offer
-from daskrec.llr import llr_from_margins, signed_root, xlogx
+from daskrec.indicators import _drain, _offer, _xlogx_read, _xlogx_tables
+from daskrec.llr import llr_from_entropies, negated, xlogx
 
 TARGETS = {0.01: 0.10, 0.1: 0.40}
 
@@ -65,34 +66,37 @@ def rescore(  # noqa: PLR0913 - a compiled kernel takes arrays
     per_row: int, k11: np.ndarray, columns: np.ndarray, row_sum: np.ndarray, column_sum: np.ndarray, total: int,
     top_k: int, min_score: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row i's candidates ``[i * per_row, (i + 1) * per_row)`` scored and ranked, rows spread over
-    the threads; each row's best ``top_k`` of at least ``min_score``, best first."""
+    """Row i's candidates ``[i * per_row, (i + 1) * per_row)`` scored and ranked as the pair
+    kernel does it (the sign test first, xLogX read from its tables, each side's entropy once per
+    item), rows spread over the threads; each row's best ``top_k`` of at least ``min_score``."""
     n_rows = len(row_sum)
     out_scores = np.full(n_rows * top_k, -np.inf)
     out_items = np.full(n_rows * top_k, -1, dtype=np.int64)
     xlogx_total = xlogx(float(total))
-    xlogx_column = np.empty(len(column_sum))
-    xlogx_column_rest = np.empty(len(column_sum))
+    xlogx_count, xlogx_rest = _xlogx_tables(int(max(row_sum.max(), column_sum.max())), total)
+    entropy_row = np.empty(n_rows)
+    for i in range(n_rows):
+        entropy_row[i] = xlogx_total - xlogx(float(row_sum[i])) - xlogx(float(total - row_sum[i]))
+    entropy_column = np.empty(len(column_sum))
     for column in range(len(column_sum)):
-        xlogx_column[column] = xlogx(float(column_sum[column]))
-        xlogx_column_rest[column] = xlogx(float(total - column_sum[column]))
+        entropy_column[column] = xlogx_total - xlogx(float(column_sum[column])) - xlogx(float(total - column_sum[column]))
     threads = numba.get_num_threads()
     for thread in numba.prange(threads):
         heap_score = np.empty((1, top_k))
         heap_item = np.empty((1, top_k), dtype=np.int64)
         for i in range(thread, n_rows, threads):
             size = 0
-            row = float(row_sum[i])
-            xlogx_row, xlogx_row_rest = xlogx(row), xlogx(total - row)
+            row = int(row_sum[i])
             for p in range(i * per_row, (i + 1) * per_row):
                 j = columns[p]
-                a = float(k11[p])
-                b, c = row - a, float(column_sum[j]) - a
+                a = int(k11[p])
+                b, c = row - a, int(column_sum[j]) - a
                 d = total - a - b - c
-                score = signed_root(
-                    llr_from_margins(a, b, c, d, xlogx_total, xlogx_row, xlogx_row_rest, xlogx_column[j], xlogx_column_rest[j]),
-                    a, b, c, d,
-                )
+                if negated(float(a), float(b), float(c), float(d)):
+                    continue
+                matrix = xlogx_total - _xlogx_read(xlogx_count, a, a) - _xlogx_read(xlogx_count, b, b) - _xlogx_read(xlogx_count, c, c)
+                matrix -= _xlogx_read(xlogx_rest, a + b + c, d)
+                score = math.sqrt(llr_from_entropies(entropy_row[i] + entropy_column[j], matrix))
                 if score >= min_score:
                     size = _offer(heap_score, heap_item, 0, size, top_k, score, j)
             _drain(heap_score, heap_item, 0, size, out_scores, out_items, i * top_k)
