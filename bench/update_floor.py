@@ -29,7 +29,9 @@ the write; ``least_s`` is that sum and ``least_ratio = least_s / full_s``.
 Given free, so the floor is below any real update of this design: reading the kept counts and
 the changed visitors' rows, computing the count differences, the manifest and the state.
 ``floor_s`` is the sum and ``ratio_bound = floor_s / full_s``, where ``full_s`` is a whole
-``daskrec build`` process of the log in the same run.
+``daskrec build`` process of the log in the same run; ``*_best_first`` the same with each row's
+candidates offered about best first (by descending count), as an update could offer its old
+list first.
 
 Usage: ``python bench/update_floor.py --events 50000000 --fractions 0.01,0.1 [--json FILE]``
 (``--events 5000000 --reach-events 50000000``: a quick run with the 50M log's shares)
@@ -103,18 +105,27 @@ def rescore(  # noqa: PLR0913 - a compiled kernel takes arrays
     return out_scores, out_items
 
 
-def rescore_seconds(candidates: int, items: int, users: int, top_k: int, min_score: float, seed: int) -> float:
+def rescore_seconds(candidates: int, items: int, users: int, top_k: int, min_score: float, seed: int) -> tuple[float, float]:
     """Wall seconds of :func:`rescore` over ``candidates`` spread evenly over ``items`` rows, with
-    counts and margins of the generated log's shape (geometric counts, long-tailed margins)."""
+    counts and margins of the generated log's shape (geometric counts, long-tailed margins): in
+    no order, then each row's candidates by descending count (about best first, as an update
+    could offer its old list first, so that fewer candidates enter a heap)."""
     rng = np.random.default_rng(seed)
     per_row = max(1, math.ceil(candidates / items))
     k11 = rng.geometric(0.3, per_row * items).astype(np.int32)
     columns = rng.integers(0, items, per_row * items, dtype=np.int32)
     margins = np.minimum(users // 4, (k11.max() + 1) * (1.0 / rng.random(items)) ** 0.8).astype(np.int64)
     rescore(2, k11[:4], columns[:4] % 2, margins[:2], margins[:2], users, top_k, min_score)  # compiled (or cached) first
-    started = time.perf_counter()
-    rescore(per_row, k11, columns, margins, margins, users, top_k, min_score)
-    return time.perf_counter() - started
+    seconds = []
+    for _ in range(2):
+        started = time.perf_counter()
+        rescore(per_row, k11, columns, margins, margins, users, top_k, min_score)
+        seconds.append(time.perf_counter() - started)
+        order = np.argsort(-k11.reshape(items, per_row), axis=1, kind="stable")
+        k11 = np.take_along_axis(k11.reshape(items, per_row), order, axis=1).ravel()
+        columns = np.take_along_axis(columns.reshape(items, per_row), order, axis=1).ravel()
+        del order
+    return seconds[0], seconds[1]
 
 
 def best_of(rounds: int, work: Callable[[], object]) -> float:
@@ -157,15 +168,18 @@ def main() -> None:
             _, update = split_log(source, fraction, folder)
             new_events_s = best_of(2, lambda: pv.read_csv(update))
             candidates = round(share * counts["cooccurrence_nonzeros"])
-            rescore_s = rescore_seconds(candidates, counts["items"], counts["users"], options["top_k"], options["min_llr"], args.seed)
+            rescore_s, best_first_s = rescore_seconds(candidates, counts["items"], counts["users"], options["top_k"], options["min_llr"], args.seed)
             floor_s = start_s + new_events_s + old_table_s + rescore_s + write_s
-            output_scores_s = rescore_seconds(counts["indicators"], counts["items"], counts["users"], options["top_k"], math.inf, args.seed)
+            floor_best_first_s = floor_s - rescore_s + best_first_s
+            output_scores_s, _ = rescore_seconds(counts["indicators"], counts["items"], counts["users"], options["top_k"], math.inf, args.seed)
             least_s = start_s + new_events_s + output_scores_s + write_s
             rows.append({
                 "events": args.events, "fraction": fraction, "full_s": round(full_s, 2), "rescored_share": share,
                 "candidates_rescored": candidates, "start_s": round(start_s, 2), "new_events_s": round(new_events_s, 2),
                 "old_table_s": round(old_table_s, 2), "rescore_s": round(rescore_s, 2), "write_s": round(write_s, 2),
                 "floor_s": round(floor_s, 2), "ratio_bound": round(floor_s / full_s, 3), "target": TARGETS.get(fraction),
+                "rescore_best_first_s": round(best_first_s, 2), "floor_best_first_s": round(floor_best_first_s, 2),
+                "ratio_bound_best_first": round(floor_best_first_s / full_s, 3),
                 "output_scores_s": round(output_scores_s, 2), "least_s": round(least_s, 2), "least_ratio": round(least_s / full_s, 3),
                 "full_stages_s": manifest["timings_s"],
             })
