@@ -13,7 +13,12 @@ only:
 The movement used is the largest one that happened in the row (``|new - old|`` over the pairs
 outside the first group), which no a priori bound can beat, so ``rescored`` is a lower bound on
 that design's work. ``rescored_if_margins`` also rescored every pair whose other item's margin
-changed. Shares are of the sampled rows' candidates.
+changed. ``table_scored_share``: the candidates a design still has to score when each row keeps,
+for each count, the largest margin of the other item that can reach the row's k-th score (the
+old list rescored gives that score): every candidate outside the old list whose other item's
+margin is above it is settled by one comparison; ``table_misses`` counts those it would wrongly
+settle (0 when the score falls with the margin, as it should). Shares are of the sampled rows'
+candidates.
 
 Usage: ``python bench/update_reach.py --events 50000000 --fraction 0.01 [--preset default]
 [--sample 2000] [--json FILE]``
@@ -43,6 +48,32 @@ def item_rows(path: Path, config: BuildConfig) -> tuple[pd.Index, sp.csr_array, 
     return vocabulary, occurrences.by_user, occurrences.by_item, margins.row_sum.astype(np.int64), int(margins.totals[0])
 
 
+def largest_margins(k11: np.ndarray, row: int, total: int, threshold: float) -> np.ndarray:
+    """For each count in ``k11``, the largest column margin with which a pair of that count in a
+    row of margin ``row`` still scores at least ``threshold`` (``count - 1`` when none does):
+    the root LLR falls as the other item's margin grows, for a fixed count (checked by
+    ``table_misses``)."""
+    values, where = np.unique(k11, return_inverse=True)
+
+    def score(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+        a, c = a.astype(np.float64), c.astype(np.float64)
+        return root_llr(a, row - a, c - a, total - row - c + a)
+
+    low = values.copy()  # the least margin a pair of count a can have
+    high = np.full_like(values, total - row) + values
+    passes = score(values, low) >= threshold
+    low, high = low[passes], high[passes]
+    for _ in range(64):  # binary search on the margin: score(low) passes, score(high + 1) fails
+        if not (low < high).any():
+            break
+        middle = (low + high + 1) // 2
+        up = score(values[passes], middle) >= threshold
+        low, high = np.where(up, middle, low), np.where(up, high, middle - 1)
+    largest = values - 1
+    largest[passes] = low
+    return largest[where]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000_000)
@@ -69,7 +100,7 @@ def main() -> None:
     margin_before_after[to_after] = margin_before
     rows_after = sp.csr_array(items_after[:, sample].T @ users_after)
     rows_before = sp.csr_array(items_before[:, before_code[sample]].T @ users_before)
-    totals = dict.fromkeys(["candidates", "old_list", "changed_count", "rescored", "rescored_if_margins"], 0)
+    totals = dict.fromkeys(["candidates", "old_list", "changed_count", "rescored", "rescored_if_margins", "table_scored", "table_misses"], 0)
     for n, item in enumerate(sample):
         count_after = pd.Series(rows_after.data[rows_after.indptr[n] : rows_after.indptr[n + 1]],
                                 rows_after.indices[rows_after.indptr[n] : rows_after.indptr[n + 1]])
@@ -93,6 +124,15 @@ def main() -> None:
             best = np.sort(scores["after"][known & (scores["after"] >= min_score)])[::-1]
             kth = best[top_k - 1] if len(best) >= top_k else min_score
             totals[name] += int(known.sum() + (rest & (scores["before"] + moved >= kth)).sum())
+        # Settled by a table instead of a score: a candidate outside the old list whose column
+        # margin is above the largest that its count could still reach the k-th score with.
+        best = np.sort(scores["after"][old_list & (scores["after"] >= min_score)])[::-1]
+        kth = best[top_k - 1] if len(best) >= top_k else min_score
+        k11_after = counts["after"].to_numpy(np.int64)
+        reachable = largest_margins(k11_after, int(margin_after[item]), total_after, kth)
+        settled = ~old_list & (k11_after > 0) & (margin_after[other] > reachable)
+        totals["table_scored"] += int((~settled).sum())
+        totals["table_misses"] += int((settled & (scores["after"] >= kth)).sum())
         totals["candidates"] += len(other)
         totals["old_list"] += int(old_list.sum())
         totals["changed_count"] += int(changed_count.sum())
