@@ -21,17 +21,17 @@ such an update cannot skip is timed here, each part as the least it could be:
 * ``write_s``: the table written uncompressed (the fastest valid ``indicators.parquet``; nearly
   every score changes, so the whole table is written).
 
-And below that, what any exact update pays, whatever its design: every score depends on the
-table's totals, so every score of the new table is computed again (``output_scores_s``: as many
-root LLRs as the full build's table holds, not ranked), besides the start, the new events and
-the write; ``least_s`` is that sum and ``least_ratio = least_s / full_s``.
-
 Given free, so the floor is below any real update of this design: reading the kept counts and
 the changed visitors' rows, computing the count differences, the manifest and the state.
 ``floor_s`` is the sum and ``ratio_bound = floor_s / full_s``, where ``full_s`` is a whole
 ``daskrec build`` process of the log in the same run; ``*_best_first`` the same with each row's
 candidates offered about best first (by descending count), as an update could offer its old
 list first.
+
+And below that, what any exact update pays, whatever its design: every score depends on the
+table's totals, so every score of the new table is computed again (``output_scores_s``: as many
+root LLRs as the full build's table holds, not ranked), besides the start, the new events and
+the write; ``least_s`` is that sum and ``least_ratio = least_s / full_s``.
 
 Usage: ``python bench/update_floor.py --events 50000000 --fractions 0.01,0.1 [--json FILE]``
 (``--events 5000000 --reach-events 50000000``: a quick run with the 50M log's shares)
