@@ -371,6 +371,8 @@ def _export_new_events(es: EsSettings, alias: str, out_dir: str, after: int | No
     """The events the service stored since the build in ``out_dir`` last read its event store,
     written to ``out_dir/events-store/`` (no file when there are none), and the store's position
     to record with the update."""
+    import posixpath
+
     import fsspec
 
     from .es import connect_es
@@ -388,13 +390,13 @@ def _export_new_events(es: EsSettings, alias: str, out_dir: str, after: int | No
         )
     if read is not None and after is not None and after != read["through"]:
         raise click.UsageError(f"{out_dir} holds the events of {read['index']!r} through operation {read['through']}, not {after}.")
-    fs, folder = fsspec.core.url_to_fs(f"{out_dir.rstrip('/')}/events-store")
-    fs.makedirs(folder, exist_ok=True)
     path = f"{out_dir.rstrip('/')}/events-store/after-{start}.csv"  # a failed attempt's file is written again, larger
+    fs, local_path = fsspec.core.url_to_fs(path)
+    fs.makedirs(posixpath.dirname(local_path), exist_ok=True)
     with connect_es(es) as client:
         exported = export_events(client, alias, path, start)
     if read is not None and (read["index"], read["uuid"]) != (index, exported.store):
-        fs.rm(f"{folder}/after-{start}.csv")
+        fs.rm(local_path)
         raise InputError(
             f"the event store {index!r} is not the one this build read through operation {read['through']} "
             f"({read['index']!r}, uuid {read['uuid']}): it was created again; build over all events once.",
@@ -402,7 +404,7 @@ def _export_new_events(es: EsSettings, alias: str, out_dir: str, after: int | No
         )
     position = {"index": index, "uuid": exported.store, "through": exported.through}
     if not exported.events:
-        fs.rm(f"{folder}/after-{start}.csv")
+        fs.rm(local_path)
         click.echo(f"no events stored in {index!r} since operation {start}: the build is up to date", err=True)
         return (), position
     click.echo(f"{exported.events} events stored in {index!r} after operation {start} -> {path}", err=True)
